@@ -1,0 +1,352 @@
+"""The collector: pixel, beacon, snippet, email open, click redirect and server API endpoints.
+
+Every handler does the least it can: it reads the request, anonymises the client address,
+commits one raw row to this process's spool and answers. Parsing and enrichment happen later,
+in batches, in the processor. A handler answers with success only after its row is committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from importlib import resources
+from typing import Any
+
+import orjson
+
+from trackpixel import identity, tokens
+from trackpixel.collector.asgi import (
+    CORS,
+    NO_STORE,
+    BodyTooLarge,
+    ClientDisconnected,
+    Receive,
+    Scope,
+    Send,
+    header_map,
+    read_body,
+    respond,
+    respond_error,
+    respond_json,
+)
+from trackpixel.collector.images import GIF, PNG
+from trackpixel.config import DataDir, Settings, resolve_data_dir
+from trackpixel.pipeline.api import validate_api_batch
+from trackpixel.sites import SiteCache
+from trackpixel.spool import HitRow, SpoolError, SpoolWriter
+from trackpixel.storage.sqlite import connect, migrate
+from trackpixel.vocab import RejectReason, Source
+
+log = logging.getLogger("trackpixel.collector")
+
+MAX_USER_AGENT = 512
+MAX_TOKEN_PATH = tokens.MAX_TOKEN_CHARS + 16
+_WANTED_HEADERS = frozenset({
+    b"user-agent", b"referer", b"x-forwarded-for", b"dnt", b"sec-gpc", b"authorization",
+    b"content-type",
+})
+_ROBOTS = b"User-agent: *\nDisallow: /p.gif\nDisallow: /p.png\nDisallow: /e\nDisallow: /o/\n" \
+          b"Disallow: /c/\nDisallow: /api/\n"
+
+
+class Collector:
+    """The ASGI application; ``create_app`` builds one for the data directory in the environment."""
+
+    def __init__(self, data_dir: DataDir) -> None:
+        self.data_dir = data_dir
+        self.settings: Settings = Settings()
+        self.secret = b""
+        self.writer: SpoolWriter | None = None
+        self.snippet = b""
+        self.snippet_etag = b""
+        self.spool_failures = 0
+        self._sites: SiteCache | None = None
+        self._salts: identity.SaltCache | None = None
+        self._routes = {
+            "/p.gif": self.pixel_gif,
+            "/p.png": self.pixel_png,
+            "/e": self.beacon,
+            "/t.js": self.snippet_js,
+            "/api/v1/events": self.api_events,
+            "/healthz": self.healthz,
+            "/robots.txt": self.robots,
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path: str = scope["path"]
+        handler = self._routes.get(path)
+        try:
+            if handler is not None:
+                await handler(scope, receive, send)
+            elif path.startswith("/o/"):
+                await self.email_open(scope, receive, send)
+            elif path.startswith("/c/"):
+                await self.click(scope, receive, send)
+            else:
+                await respond_error(send, 404, "not_found", f"no endpoint at {path}")
+        except ClientDisconnected:
+            return
+
+    # Lifecycle
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    self.start()
+                except Exception as exc:
+                    log.exception("collector failed to start")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def start(self) -> None:
+        self.data_dir.ensure()
+        self.settings = self.data_dir.settings()
+        self.secret = self.data_dir.secret()
+        conn = connect(self.data_dir.db_path)
+        migrate(conn)
+        self._sites = SiteCache(conn)
+        self._salts = identity.SaltCache(conn)
+        self.writer = SpoolWriter(self.data_dir.spool_dir, cursor_db=self.data_dir.db_path,
+                                  sync=self.settings.spool_sync)
+        static = resources.files("trackpixel.collector").joinpath("static")
+        minified = static.joinpath("t.min.js")
+        source = minified if minified.is_file() else static.joinpath("t.js")
+        self.snippet = source.read_bytes()
+        self.snippet_etag = b'"' + hashlib.sha256(self.snippet).hexdigest()[:16].encode() + b'"'
+        log.info("collector started, spool %s", self.writer.name)
+
+    def stop(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    # Shared steps
+
+    def _spool_row(self, scope: Scope, headers: dict[bytes, str], source: Source,
+                   payload: bytes, meta: dict[str, Any]) -> HitRow:
+        """Build a spool row: anonymise the address, derive the device key, keep the facts."""
+        assert self._salts is not None
+        peer = scope.get("client")
+        address = identity.client_ip(peer[0] if peer else None,
+                                     headers.get(b"x-forwarded-for"),
+                                     self.settings.trusted_proxies)
+        user_agent = headers.get(b"user-agent", "")[:MAX_USER_AGENT]
+        key = identity.device_key(self._salts.current(), address, user_agent)
+        referer = headers.get(b"referer")
+        if referer:
+            meta["ref"] = referer[:2048]
+        if headers.get(b"dnt") == "1":
+            meta["dnt"] = 1
+        if headers.get(b"sec-gpc") == "1":
+            meta["gpc"] = 1
+        return (int(time.time() * 1000), source.value, payload, user_agent or None,
+                identity.anonymize_ip(address), key, orjson.dumps(meta).decode() if meta else None)
+
+    async def _commit(self, row: HitRow) -> bool:
+        """Commit one row to the spool; return False (and log) if the spool failed."""
+        assert self.writer is not None
+        try:
+            await self.writer.submit(row)
+        except SpoolError:
+            self.spool_failures += 1
+            return False
+        return True
+
+    async def _record_rejection(self, scope: Scope, headers: dict[bytes, str], source: Source,
+                                raw: bytes, reason: RejectReason, detail: str) -> None:
+        meta: dict[str, Any] = {"reject": reason.value, "detail": detail}
+        await self._commit(self._spool_row(scope, headers, source, raw, meta))
+
+    # Pixel
+
+    async def pixel_gif(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._pixel(scope, send, GIF, b"image/gif")
+
+    async def pixel_png(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._pixel(scope, send, PNG, b"image/png")
+
+    async def _pixel(self, scope: Scope, send: Send, image: bytes, content_type: bytes) -> None:
+        """Record a pixel hit and return the image, whatever the input and even on failure."""
+        headers = header_map(scope, _WANTED_HEADERS)
+        query: bytes = scope["query_string"]
+        meta: dict[str, Any] = {}
+        if len(query) > self.settings.max_query_bytes:
+            meta = {"reject": RejectReason.TOO_LARGE.value,
+                    "detail": f"query string of {len(query)} bytes exceeds "
+                              f"{self.settings.max_query_bytes}"}
+            query = query[:self.settings.max_query_bytes]
+        await self._commit(self._spool_row(scope, headers, Source.PIXEL, query, meta))
+        await respond(send, 200, image, content_type, NO_STORE)
+
+    async def email_open(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``/o/<token>.gif``: the token is verified by the processor, the image sent at once."""
+        headers = header_map(scope, _WANTED_HEADERS)
+        token = scope["path"][3:]
+        token = token.removesuffix(".gif").removesuffix(".png")
+        meta: dict[str, Any] = {}
+        if len(token) > tokens.MAX_TOKEN_CHARS:
+            meta = {"reject": RejectReason.TOO_LARGE.value, "detail": "open token too long"}
+            token = token[:tokens.MAX_TOKEN_CHARS]
+        payload = token.encode("utf-8", "surrogateescape")
+        await self._commit(self._spool_row(scope, headers, Source.OPEN, payload, meta))
+        image, content_type = (PNG, b"image/png") if scope["path"].endswith(".png") \
+            else (GIF, b"image/gif")
+        await respond(send, 200, image, content_type, NO_STORE)
+
+    # Click redirect
+
+    async def click(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``/c/<token>``: record the click, then redirect to the signed destination."""
+        headers = header_map(scope, _WANTED_HEADERS)
+        token = scope["path"][3:]
+        try:
+            payload = tokens.verify(self.secret, "click", token)
+            destination = payload["d"]
+            if not isinstance(destination, str) or not destination.startswith(
+                    ("http://", "https://")):
+                raise tokens.BadToken("destination is not an http or https URL")
+        except (tokens.BadToken, KeyError) as exc:
+            await self._record_rejection(scope, headers, Source.CLICK,
+                                         token[:tokens.MAX_TOKEN_CHARS].encode(),
+                                         RejectReason.BAD_SIGNATURE, str(exc))
+            await respond(send, 400, _BAD_LINK_PAGE, b"text/html; charset=utf-8", NO_STORE)
+            return
+        await self._commit(self._spool_row(scope, headers, Source.CLICK, token.encode(), {}))
+        location = destination.encode("utf-8")
+        await respond(send, 302, b"", b"text/plain", [(b"location", location), *NO_STORE])
+
+    # Beacon
+
+    async def beacon(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /e``: a JSON batch from the snippet, sent as text/plain by sendBeacon."""
+        if scope["method"] == "OPTIONS":
+            await respond(send, 204, b"", b"text/plain", [
+                *CORS, (b"access-control-allow-methods", b"POST"),
+                (b"access-control-allow-headers", b"content-type"),
+                (b"access-control-max-age", b"86400")])
+            return
+        if scope["method"] != "POST":
+            await respond_error(send, 405, "method_not_allowed", "use POST for /e", None,
+                                [(b"allow", b"POST, OPTIONS"), *CORS])
+            return
+        headers = header_map(scope, _WANTED_HEADERS)
+        try:
+            body = await read_body(receive, self.settings.max_body_bytes)
+        except BodyTooLarge as exc:
+            await self._record_rejection(scope, headers, Source.BEACON, exc.head,
+                                         RejectReason.TOO_LARGE, str(exc))
+            await respond_error(send, 413, RejectReason.TOO_LARGE.value, str(exc), None, CORS)
+            return
+        try:
+            parsed = orjson.loads(body)
+            if not isinstance(parsed, dict):
+                raise ValueError("the body must be a JSON object")
+        except ValueError as exc:
+            await self._record_rejection(scope, headers, Source.BEACON, body,
+                                         RejectReason.MALFORMED_JSON, str(exc))
+            await respond_error(send, 400, RejectReason.MALFORMED_JSON.value,
+                                f"invalid JSON body: {exc}", None, CORS)
+            return
+        if not await self._commit(self._spool_row(scope, headers, Source.BEACON, body, {})):
+            await respond_error(send, 503, "unavailable", "the event could not be stored; retry",
+                                None, CORS)
+            return
+        await respond(send, 204, b"", b"text/plain", CORS)
+
+    # Server API
+
+    async def api_events(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /api/v1/events``: server-side events, authenticated by the site's API key."""
+        if scope["method"] != "POST":
+            await respond_error(send, 405, "method_not_allowed", "use POST for /api/v1/events",
+                                None, [(b"allow", b"POST")])
+            return
+        headers = header_map(scope, _WANTED_HEADERS)
+        try:
+            body = await read_body(receive, self.settings.max_body_bytes)
+        except BodyTooLarge as exc:
+            await self._record_rejection(scope, headers, Source.API, exc.head,
+                                         RejectReason.TOO_LARGE, str(exc))
+            await respond_error(send, 413, RejectReason.TOO_LARGE.value, str(exc))
+            return
+
+        assert self._sites is not None
+        auth = headers.get(b"authorization", "")
+        key = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        site = self._sites.by_api_key(key) if key else None
+        if site is None:
+            await self._record_rejection(scope, headers, Source.API, body,
+                                         RejectReason.UNAUTHORIZED, "missing or unknown API key")
+            await respond_error(send, 401, RejectReason.UNAUTHORIZED.value,
+                                "missing or unknown API key: send 'Authorization: Bearer <key>'",
+                                None, [(b"www-authenticate", b"Bearer")])
+            return
+
+        try:
+            parsed = orjson.loads(body)
+        except ValueError as exc:
+            await self._record_rejection(scope, headers, Source.API, body,
+                                         RejectReason.MALFORMED_JSON, str(exc))
+            await respond_error(send, 400, RejectReason.MALFORMED_JSON.value,
+                                f"invalid JSON body: {exc}")
+            return
+        events, errors = validate_api_batch(parsed, now_ms=int(time.time() * 1000))
+        if errors:
+            await self._record_rejection(scope, headers, Source.API, body,
+                                         RejectReason.INVALID_FIELD, "; ".join(errors)[:1000])
+            await respond_error(send, 400, RejectReason.INVALID_FIELD.value,
+                                "the batch was not stored because some events are invalid",
+                                list(errors))
+            return
+
+        payload = orjson.dumps({"site": site.id, "events": events})
+        if not await self._commit(self._spool_row(scope, headers, Source.API, payload, {})):
+            await respond_error(send, 503, "unavailable", "the events could not be stored; retry")
+            return
+        await respond_json(send, 200, {"accepted": len(events)})
+
+    # Static
+
+    async def snippet_js(self, scope: Scope, receive: Receive, send: Send) -> None:
+        extra = [(b"cache-control", b"public, max-age=3600"), (b"etag", self.snippet_etag), *CORS]
+        for name, value in scope["headers"]:
+            if name == b"if-none-match" and value == self.snippet_etag:
+                await respond(send, 304, b"", b"application/javascript", extra)
+                return
+        await respond(send, 200, self.snippet, b"application/javascript; charset=utf-8", extra)
+
+    async def healthz(self, scope: Scope, receive: Receive, send: Send) -> None:
+        healthy = self.writer is not None and self.spool_failures == 0
+        await respond_json(send, 200 if healthy else 503, {
+            "status": "ok" if healthy else "degraded",
+            "spool": self.writer.name if self.writer else None,
+            "spool_failures": self.spool_failures,
+        })
+
+    async def robots(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await respond(send, 200, _ROBOTS, b"text/plain; charset=utf-8")
+
+
+_BAD_LINK_PAGE = (
+    b"<!doctype html><html lang=en><meta charset=utf-8><title>Invalid link</title>"
+    b"<h1>Invalid link</h1><p>This tracking link is damaged or was not issued by this server, "
+    b"so it was not followed.</p></html>"
+)
+
+
+def create_app() -> Collector:
+    """Build the collector for ``$TRACKPIXEL_DATA_DIR``; granian calls this in each worker."""
+    return Collector(resolve_data_dir(None))

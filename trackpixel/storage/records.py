@@ -1,0 +1,119 @@
+"""Rows that the pipeline hands to a store, and the storage contract itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Protocol
+
+
+@dataclass(slots=True)
+class EventRow:
+    """One enriched event, in the column order of the ``events`` table."""
+
+    event_uid: str
+    site_id: str
+    ts: int
+    local_day: str
+    local_hour: int
+    source: str
+    kind: str
+    name: str
+    client_event_id: str | None
+    url: str | None
+    host: str | None
+    path: str | None
+    title: str | None
+    referrer: str | None
+    referrer_host: str | None
+    channel: str
+    utm_source: str | None
+    utm_medium: str | None
+    utm_campaign: str | None
+    utm_term: str | None
+    utm_content: str | None
+    click_id_type: str | None
+    click_id: str | None
+    campaign: str | None
+    creative: str | None
+    placement: str | None
+    recipient: str | None
+    value: float | None
+    currency: str | None
+    props: str | None
+    visitor_id: str
+    session_id: str
+    session_start: int
+    browser: str | None
+    browser_version: str | None
+    os: str | None
+    os_version: str | None
+    device_type: str | None
+    is_bot: int
+    bot_reason: str | None
+    machine_open: int
+    ip_anon: str | None
+
+
+EVENT_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(EventRow))
+
+
+@dataclass(slots=True)
+class RejectedRow:
+    """A hit that could not become an event, kept with its raw request and the reason."""
+
+    hit_uid: str
+    received_ts: int
+    source: str
+    site_id: str | None
+    reason: str
+    detail: str | None
+    raw: bytes | None
+    user_agent: str | None
+
+
+REJECTED_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(RejectedRow))
+
+
+@dataclass(slots=True)
+class SessionState:
+    """The open session of one visitor, as the processor last saw it."""
+
+    site_id: str
+    visitor_id: str
+    session_id: str
+    last_ts: int
+
+
+@dataclass
+class ProcessedBatch:
+    """The output of one pipeline run over consecutive rows of one spool."""
+
+    spool: str
+    last_rowid: int
+    events: list[EventRow]
+    rejected: list[RejectedRow]
+    sessions: list[SessionState]
+
+
+@dataclass
+class WriteResult:
+    stored: int
+    duplicates: int
+    rejected: int
+
+
+class EventStore(Protocol):
+    """What the processor, the reports and the CLI need from an event backend."""
+
+    dialect: str
+
+    def write_batch(self, batch: ProcessedBatch) -> WriteResult:
+        """Store a batch and advance the spool cursor; a replayed batch stores nothing twice."""
+
+    def spool_cursor(self, spool: str) -> int:
+        """Return the highest spool row id already stored for ``spool`` (0 if none)."""
+
+    def query(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Run a report query written with ``:name`` placeholders."""
+
+    def close(self) -> None: ...

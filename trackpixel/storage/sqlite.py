@@ -1,0 +1,187 @@
+"""The embedded SQLite store: connections, schema migrations and the event writer."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from dataclasses import astuple
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from trackpixel.storage.records import (
+    EVENT_COLUMNS,
+    REJECTED_COLUMNS,
+    EventRow,
+    ProcessedBatch,
+    SessionState,
+    WriteResult,
+)
+from trackpixel.vocab import RejectReason
+
+log = logging.getLogger("trackpixel.storage")
+
+BUSY_TIMEOUT_MS = 30_000
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """Open a WAL-mode connection; a read-only one never takes the write lock."""
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False,
+                               timeout=BUSY_TIMEOUT_MS / 1000)
+    else:
+        conn = sqlite3.connect(path, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000,
+                               isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # In WAL mode NORMAL loses nothing committed when the process dies; only an OS crash
+        # or power loss can undo the last commits before a checkpoint.
+        conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> list[str]:
+    """Apply the migrations that ``schema_migrations`` does not list, each in its transaction."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_ts INTEGER)"
+    )
+    done = {row[0] for row in conn.execute("SELECT name FROM schema_migrations")}
+    folder = resources.files("trackpixel.storage").joinpath("migrations")
+    names = sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".sql"))
+    applied = []
+    for name in names:
+        if name in done:
+            continue
+        script = folder.joinpath(name).read_text()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have applied it while this one waited for the lock.
+            if conn.execute("SELECT 1 FROM schema_migrations WHERE name = ?", (name,)).fetchone():
+                conn.execute("ROLLBACK")
+                continue
+            # executescript would commit first, so run the statements one by one.
+            for statement in _split_sql(script):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_migrations VALUES (?, CAST(strftime('%s','now') AS INTEGER))",
+                (name,),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        log.info("applied migration %s", name)
+        applied.append(name)
+    return applied
+
+
+def _split_sql(script: str) -> list[str]:
+    lines = [line.split("--", 1)[0] for line in script.splitlines()]
+    return [part.strip() for part in "\n".join(lines).split(";") if part.strip()]
+
+
+_INSERT_EVENT = (
+    f"INSERT OR IGNORE INTO events ({', '.join(EVENT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in EVENT_COLUMNS)})"
+)
+_INSERT_REJECTED = (
+    f"INSERT OR IGNORE INTO rejected_hits ({', '.join(REJECTED_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in REJECTED_COLUMNS)})"
+)
+
+
+class SqliteStore:
+    """Events in the data directory's ``trackpixel.db``.
+
+    One processor writes; any number of report readers use their own connections.
+    """
+
+    dialect = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.conn = connect(path)
+        migrate(self.conn)
+
+    def write_batch(self, batch: ProcessedBatch) -> WriteResult:
+        """Insert events, rejected hits, session state and the cursor in one transaction.
+
+        A row whose ``event_uid`` is already stored is a replay after a crash and is skipped.
+        A row whose (site, name, client event id) is already stored is a duplicate: the first
+        copy wins and the later one goes to ``rejected_hits`` as ``duplicate_event_id``.
+        """
+        conn = self.conn
+        stored = duplicates = 0
+        rejected = [astuple(row) for row in batch.rejected]
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for event in batch.events:
+                if conn.execute(_INSERT_EVENT, astuple(event)).rowcount:
+                    stored += 1
+                elif self._is_duplicate(event):
+                    duplicates += 1
+                    rejected.append(_duplicate_rejection(event))
+            conn.executemany(_INSERT_REJECTED, rejected)
+            conn.executemany(
+                "INSERT OR REPLACE INTO visitor_sessions VALUES (?, ?, ?, ?)",
+                [astuple(state) for state in batch.sessions],
+            )
+            conn.execute(
+                "INSERT INTO spool_cursors VALUES (?, ?) ON CONFLICT (spool) "
+                "DO UPDATE SET last_rowid = excluded.last_rowid",
+                (batch.spool, batch.last_rowid),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return WriteResult(stored=stored, duplicates=duplicates, rejected=len(rejected))
+
+    def _is_duplicate(self, event: EventRow) -> bool:
+        replay = self.conn.execute(
+            "SELECT 1 FROM events WHERE event_uid = ?", (event.event_uid,)
+        ).fetchone()
+        return replay is None and event.client_event_id is not None
+
+    def spool_cursor(self, spool: str) -> int:
+        row = self.conn.execute(
+            "SELECT last_rowid FROM spool_cursors WHERE spool = ?", (spool,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def forget_spool(self, spool: str) -> None:
+        self.conn.execute("DELETE FROM spool_cursors WHERE spool = ?", (spool,))
+
+    def load_sessions(self, site_id: str, visitor_ids: list[str]) -> dict[str, SessionState]:
+        """Return the open sessions of the given visitors of one site."""
+        found: dict[str, SessionState] = {}
+        for start in range(0, len(visitor_ids), 500):
+            chunk = visitor_ids[start:start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            rows = self.conn.execute(
+                "SELECT site_id, visitor_id, session_id, last_ts FROM visitor_sessions "
+                f"WHERE site_id = ? AND visitor_id IN ({marks})",
+                (site_id, *chunk),
+            )
+            for row in rows:
+                found[row[1]] = SessionState(*row)
+        return found
+
+    def query(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        return self.conn.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _duplicate_rejection(event: EventRow) -> tuple[Any, ...]:
+    return (
+        event.event_uid,
+        event.ts,
+        event.source,
+        event.site_id,
+        RejectReason.DUPLICATE_EVENT_ID.value,
+        f"event {event.name!r} with id {event.client_event_id!r} is already stored",
+        None,
+        None,
+    )
