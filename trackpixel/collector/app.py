@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from trackpixel import identity, tokens
+from trackpixel import identity, logs, tokens
 from trackpixel.collector.asgi import (
     CORS,
     NO_STORE,
@@ -349,4 +349,5 @@ _BAD_LINK_PAGE = (
 
 def create_app() -> Collector:
     """Build the collector for ``$TRACKPIXEL_DATA_DIR``; granian calls this in each worker."""
+    logs.configure()
     return Collector(resolve_data_dir(None))

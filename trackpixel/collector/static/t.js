@@ -39,6 +39,8 @@
   var MAX_EVENTS = 50;           // max events per body
   var MAX_BODY = 60000;          // max bytes per body, below the Fetch Standard's 64 KiB keepalive limit
   var COOKIE = '_tp_vid';
+  var MAX_URL = 2048;            // the processor rejects longer u and r (MAX_URL in trackpixel/pipeline/fields.py)
+  var MAX_TITLE = 500;           // the processor rejects a longer t (MAX_TITLE there)
   var CONSENT_KEYS = ['analytics_storage', 'ad_storage', 'ad_user_data', 'ad_personalization'];
 
   var loc = w.location;
@@ -146,7 +148,8 @@
   function track(name, props, options) {
     if (!name) return;
     var event = {
-      e: String(name), u: loc.href, r: referrer, t: d.title,
+      e: String(name), u: loc.href.slice(0, MAX_URL), r: referrer.slice(0, MAX_URL),
+      t: d.title.slice(0, MAX_TITLE),
       id: options && options.eventId ? String(options.eventId) : randomId(),
       ts: Date.now()
     };

@@ -1,0 +1,3 @@
+from trackpixel.cli import main
+
+main()

@@ -1,0 +1,434 @@
+"""The ``trackpixel`` command line."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import os
+import sys
+import threading
+from collections.abc import Callable
+from datetime import date
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+from urllib.parse import quote
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from trackpixel import logs, tokens
+from trackpixel.config import ConfigError, DataDir, resolve_data_dir
+from trackpixel.reports import run as reports
+from trackpixel.reports.queries import ReportQuery
+from trackpixel.sites import Site, SiteError, add_site, get_site, list_sites
+from trackpixel.storage.sqlite import SqliteStore, connect, migrate
+
+app = typer.Typer(help="Self-hosted tracking pixel and conversion measurement server.",
+                  no_args_is_help=True, add_completion=False)
+sites_app = typer.Typer(help="Add and list tracked sites.", no_args_is_help=True)
+report_app = typer.Typer(help="Print reports as a table, JSON or CSV.", no_args_is_help=True)
+app.add_typer(sites_app, name="sites")
+app.add_typer(report_app, name="report")
+
+console = Console()
+error_console = Console(stderr=True)
+
+PUBLIC_URL_ENV = "TRACKPIXEL_PUBLIC_URL"
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
+
+DataDirOption = Annotated[str | None, typer.Option(
+    "--data-dir", envvar="TRACKPIXEL_DATA_DIR", show_envvar=True,
+    help="Data directory holding the database, spools, secret and config.toml "
+         "[default: ./trackpixel-data].")]
+CollectorOption = Annotated[str, typer.Option(
+    "--collector", envvar=PUBLIC_URL_ENV, show_envvar=True,
+    help="Public base URL of the collector, as browsers and mail clients reach it.")]
+SiteOption = Annotated[str, typer.Option("--site", help="Site id or domain.")]
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+class ExportFormat(StrEnum):
+    csv = "csv"
+    jsonl = "jsonl"
+
+
+class CliError(Exception):
+    pass
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handle_errors(func: F) -> F:
+    """Turn expected failures into one ``Error: ...`` line and exit status 1."""
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (CliError, SiteError, ConfigError, ValueError, tokens.BadToken) as exc:
+            error_console.print(f"Error: {exc}", markup=False, highlight=False)
+            raise typer.Exit(1) from None
+    return wrapper  # type: ignore[return-value]
+
+
+def _open(data_dir: str | None) -> tuple[DataDir, SqliteStore]:
+    directory = resolve_data_dir(data_dir)
+    directory.ensure()
+    return directory, SqliteStore(directory.db_path)
+
+
+# serve / process
+
+@app.command()
+@handle_errors
+def serve(
+    data_dir: DataDirOption = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Collector worker processes.")] = 1,
+    processor: Annotated[bool, typer.Option(
+        help="Also run the processor that turns spooled hits into events.")] = True,
+) -> None:
+    """Run the collector (pixel, beacon, snippet, redirects, API) and the processor."""
+    from trackpixel.serve import serve as run_server
+
+    logs.configure()
+    run_server(resolve_data_dir(data_dir), host, port, workers, with_processor=processor)
+
+
+@app.command()
+@handle_errors
+def process(
+    data_dir: DataDirOption = None,
+    once: Annotated[bool, typer.Option(help="Drain the spools, then exit.")] = False,
+) -> None:
+    """Run only the processor: spooled hits to enriched events."""
+    from trackpixel.pipeline.processor import Processor
+
+    logs.configure()
+    directory, store = _open(data_dir)
+    worker = Processor(directory, store)
+    if once:
+        while worker.drain_once():
+            pass
+        worker.close()
+        console.print(f"stored {worker.totals.events} events, rejected {worker.totals.rejected}")
+        return
+    stop = threading.Event()
+    try:
+        worker.run(stop)
+    except KeyboardInterrupt:
+        stop.set()
+
+
+# sites
+
+@sites_app.command("add")
+@handle_errors
+def sites_add(
+    domain: Annotated[str, typer.Argument(help="The site's main domain, e.g. example.com.")],
+    data_dir: DataDirOption = None,
+    timezone: Annotated[str, typer.Option(help="IANA time zone for report days.")] = "UTC",
+    also: Annotated[list[str] | None, typer.Option(
+        "--also", help="Another allowed domain (repeatable); subdomains are always allowed.")]
+    = None,
+    cookies: Annotated[bool, typer.Option(
+        help="Allow a first-party visitor cookie; without it visitors are counted by a "
+             "daily-rotating hash.")] = True,
+    output: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
+) -> None:
+    """Add a site and print its id and server API key (shown only once)."""
+    _, store = _open(data_dir)
+    site, api_key = add_site(store.conn, domain, timezone=timezone,
+                             extra_domains=tuple(also or ()), cookies=cookies)
+    record = {**_site_record(site), "api_key": api_key}
+    if output is OutputFormat.json:
+        sys.stdout.write(orjson.dumps(record).decode() + "\n")
+        return
+    for key, value in record.items():
+        console.print(f"{key:16} {value}", markup=False, highlight=False)
+    console.print("Keep the API key now: only its hash is stored.", style="yellow")
+
+
+@sites_app.command("list")
+@handle_errors
+def sites_list(
+    data_dir: DataDirOption = None,
+    output: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
+) -> None:
+    """List sites with their ids, domains and time zones."""
+    _, store = _open(data_dir)
+    records = [_site_record(site) for site in list_sites(store.conn)]
+    columns = ["id", "domain", "allowed_domains", "timezone", "cookies"]
+    _print_table(reports.Table("Sites", columns, [[r[c] for c in columns] for r in records]),
+                 output)
+
+
+def _site_record(site: Site) -> dict[str, Any]:
+    return {"id": site.id, "domain": site.domain,
+            "allowed_domains": ",".join(site.allowed_domains),
+            "timezone": site.timezone, "cookies": site.cookies}
+
+
+# tags and links
+
+@app.command()
+@handle_errors
+def snippet(site: SiteOption, data_dir: DataDirOption = None,
+            collector: CollectorOption = DEFAULT_PUBLIC_URL) -> None:
+    """Print the HTML to paste into every page of a site, with its no-JavaScript fallback."""
+    _, store = _open(data_dir)
+    found = get_site(store.conn, site)
+    sys.stdout.write(snippet_html(found.id, collector.rstrip("/")))
+
+
+def snippet_html(site_id: str, base: str) -> str:
+    return (
+        "<script>window.trackpixel=window.trackpixel||function(){"
+        "(trackpixel.q=trackpixel.q||[]).push(arguments)};</script>\n"
+        f'<script async src="{base}/t.js" data-site="{site_id}"></script>\n'
+        f'<noscript><img src="{base}/p.gif?s={site_id}" width="1" height="1" alt="" '
+        'style="position:absolute;left:-9999px" referrerpolicy="no-referrer-when-downgrade">'
+        "</noscript>\n"
+    )
+
+
+@app.command("email-pixel")
+@handle_errors
+def email_pixel(
+    site: SiteOption,
+    campaign: Annotated[str, typer.Option(help="Campaign name or id.")],
+    recipient: Annotated[str, typer.Option(
+        help="Recipient id, or your email service's merge tag such as '{{subscriber.id}}'.")],
+    data_dir: DataDirOption = None,
+    collector: CollectorOption = DEFAULT_PUBLIC_URL,
+) -> None:
+    """Print an <img> tag that records opens of one campaign by one recipient."""
+    directory, store = _open(data_dir)
+    found = get_site(store.conn, site)
+    token = tokens.sign(directory.secret(), "open",
+                        {"s": found.id, "cmp": campaign, "r": recipient})
+    sys.stdout.write(f'<img src="{collector.rstrip("/")}/o/{token}.gif" width="1" height="1" '
+                     'alt="" style="display:block;border:0">\n')
+
+
+@app.command()
+@handle_errors
+def link(
+    destination: Annotated[str, typer.Argument(help="The http or https URL to redirect to.")],
+    site: SiteOption,
+    campaign: Annotated[str | None, typer.Option(help="Campaign name or id.")] = None,
+    creative: Annotated[str | None, typer.Option(help="Ad creative.")] = None,
+    placement: Annotated[str | None, typer.Option(help="Ad placement.")] = None,
+    recipient: Annotated[str | None, typer.Option(help="Email recipient id or merge tag.")]
+    = None,
+    channel: Annotated[str | None, typer.Option(
+        help="Channel to record, e.g. email or display; default: from the URL's UTM tags.")]
+    = None,
+    data_dir: DataDirOption = None,
+    collector: CollectorOption = DEFAULT_PUBLIC_URL,
+) -> None:
+    """Print a tracked link that records the click and redirects to DESTINATION."""
+    if not destination.startswith(("http://", "https://")):
+        raise CliError(f"destination {destination!r} must start with http:// or https://")
+    directory, store = _open(data_dir)
+    found = get_site(store.conn, site)
+    payload = {"s": found.id, "d": destination, "cmp": campaign, "crv": creative,
+               "plc": placement, "r": recipient, "ch": channel}
+    token = tokens.sign(directory.secret(), "click",
+                        {key: value for key, value in payload.items() if value})
+    sys.stdout.write(f"{collector.rstrip('/')}/c/{token}\n")
+
+
+# reports
+
+def _query(store: SqliteStore, site: str, from_day: str | None, to_day: str | None,
+           limit: int) -> tuple[Site, ReportQuery]:
+    found = get_site(store.conn, site)
+    default_from, default_to = reports.default_range(found)
+    start = _check_day(from_day or default_from, "--from")
+    end = _check_day(to_day or default_to, "--to")
+    if start > end:
+        raise CliError(f"--from {start} is after --to {end}")
+    return found, ReportQuery(found.id, start, end, limit=limit)
+
+
+def _check_day(value: str, option: str) -> str:
+    try:
+        return date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise CliError(f"{option} {value!r} is not a date in YYYY-MM-DD form") from None
+
+
+FromOption = Annotated[str | None, typer.Option(
+    "--from", help="First day, YYYY-MM-DD in the site's time zone [default: 29 days ago].")]
+ToOption = Annotated[str | None, typer.Option(
+    "--to", help="Last day, inclusive [default: today].")]
+FormatOption = Annotated[OutputFormat, typer.Option("--format")]
+LimitOption = Annotated[int, typer.Option(min=1, help="Most rows to show.")]
+
+
+def _simple_report(name: str, runner: Callable[..., reports.Table], doc: str) -> None:
+    @report_app.command(name, help=doc)
+    @handle_errors
+    def command(site: SiteOption, data_dir: DataDirOption = None, from_day: FromOption = None,
+                to_day: ToOption = None, output: FormatOption = OutputFormat.table,
+                limit: LimitOption = 50) -> None:
+        _, store = _open(data_dir)
+        found, query = _query(store, site, from_day, to_day, limit)
+        _print_table(runner(store, found, query), output)
+
+
+_simple_report("overview", reports.overview,
+               "Visitors, sessions, page views, events, bounce rate and data quality.")
+_simple_report("events", reports.events, "Events by name with visitors and value.")
+_simple_report("pages", reports.pages, "Top pages by page views.")
+_simple_report("sources", reports.sources, "Sessions by channel and referrer.")
+_simple_report("campaigns", reports.campaigns,
+               "Campaigns with sessions, impressions, clicks, opens and value.")
+_simple_report("email", reports.email,
+               "Email campaigns: opens, unique human opens, machine opens, clicks.")
+
+
+@report_app.command("funnel")
+@handle_errors
+def report_funnel(
+    site: SiteOption,
+    steps: Annotated[str, typer.Option(
+        help="Comma-separated event names in order, e.g. 'Lead Form Started,Lead Submitted'.")],
+    data_dir: DataDirOption = None,
+    from_day: FromOption = None,
+    to_day: ToOption = None,
+    window_days: Annotated[int, typer.Option(
+        min=1, help="Days after the first step within which later steps count.")] = 30,
+    output: FormatOption = OutputFormat.table,
+) -> None:
+    """Visitors at each step, conversion and drop-off between steps."""
+    names = [part.strip() for part in steps.split(",") if part.strip()]
+    if len(names) < 2:
+        raise CliError("--steps needs at least two comma-separated event names")
+    _, store = _open(data_dir)
+    found, query = _query(store, site, from_day, to_day, 50)
+    _print_table(reports.funnel(store, found, query, names, window_days), output)
+
+
+def _print_table(table: reports.Table, output: OutputFormat) -> None:
+    if output is OutputFormat.json:
+        sys.stdout.write(orjson.dumps(table.as_dicts()).decode() + "\n")
+    elif output is OutputFormat.csv:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(table.columns)
+        writer.writerows(table.rows)
+        sys.stdout.write(buffer.getvalue())
+    else:
+        rich_table = RichTable(title=table.title)
+        for column in table.columns:
+            rich_table.add_column(column, overflow="fold")
+        for row in table.rows:
+            rich_table.add_row(*("" if value is None else str(value) for value in row))
+        console.print(rich_table)
+
+
+# export
+
+@app.command()
+@handle_errors
+def export(
+    site: SiteOption,
+    data_dir: DataDirOption = None,
+    from_day: FromOption = None,
+    to_day: ToOption = None,
+    output_format: Annotated[ExportFormat, typer.Option("--format")] = ExportFormat.csv,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="File to write [default: standard output].")] = None,
+) -> None:
+    """Export raw events (bots and machine opens included, flagged) as CSV or JSON Lines."""
+    from trackpixel.storage.records import EVENT_COLUMNS
+
+    _, store = _open(data_dir)
+    found, query = _query(store, site, from_day, to_day, 1)
+    cursor = store.conn.execute(
+        f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE site_id = ? AND local_day >= ? "
+        "AND local_day <= ? ORDER BY ts, id", (found.id, query.from_day, query.to_day))
+    handle = open(output, "w", newline="") if output else sys.stdout  # noqa: SIM115
+    try:
+        if output_format is ExportFormat.csv:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(EVENT_COLUMNS)
+            for row in cursor:
+                writer.writerow(row)
+        else:
+            for row in cursor:
+                handle.write(orjson.dumps(dict(zip(EVENT_COLUMNS, row, strict=True))).decode()
+                             + "\n")
+    finally:
+        if output:
+            handle.close()
+
+
+# quick start
+
+@app.command()
+@handle_errors
+def quickstart(
+    data_dir: DataDirOption = None,
+    collector: CollectorOption = DEFAULT_PUBLIC_URL,
+) -> None:
+    """Create the data directory and a demo site for localhost if there is none, and print
+    the snippet, an email pixel and the report command."""
+    directory = resolve_data_dir(data_dir)
+    directory.ensure()
+    conn = connect(directory.db_path)
+    migrate(conn)
+    existing = list_sites(conn)
+    base = collector.rstrip("/")
+    if existing:
+        site = existing[0]
+        console.print(f"Using site {site.id} ({site.domain}) in {directory.root}")
+    else:
+        site, api_key = add_site(conn, "localhost", timezone=os.environ.get("TZ", "UTC")
+                                 if _valid_zone(os.environ.get("TZ")) else "UTC",
+                                 extra_domains=("127.0.0.1",))
+        console.print(f"Created demo site {site.id} for localhost in {directory.root}")
+        console.print(f"Server API key (shown once): {api_key}", markup=False)
+    token = tokens.sign(directory.secret(), "open",
+                        {"s": site.id, "cmp": "demo-newsletter", "r": "{{subscriber.id}}"})
+    console.rule("Paste into every page")
+    console.print(snippet_html(site.id, base), markup=False, highlight=False)
+    console.rule("Email open pixel (replace the merge tag with your email service's)")
+    console.print(f'<img src="{base}/o/{token}.gif" width="1" height="1" alt="">', markup=False,
+                  highlight=False)
+    console.rule("Reports")
+    console.print(f"trackpixel report overview --site {site.id}", markup=False)
+    console.print(f"Pixel test: curl '{base}/p.gif?s={site.id}&u="
+                  f"{quote('http://localhost/hello', safe='')}'", markup=False,
+                  highlight=False)
+
+
+def _valid_zone(name: str | None) -> bool:
+    if not name:
+        return False
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""Validation of server API batches (``POST /api/v1/events``).
+
+The collector validates a batch before it commits anything, so a caller learns at once which
+events are wrong; a batch with any invalid event is rejected whole and can be resent fixed.
+Valid events are rewritten into the compact keys the beacon uses, so the processor parses
+both the same way.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from trackpixel.pipeline import fields
+from trackpixel.pipeline.fields import InvalidField
+
+MAX_BATCH = 500
+# Server events may describe the past (a loan settled last week) but not the future.
+MAX_AGE_MS = 365 * 24 * 3600 * 1000
+MAX_CLOCK_SKEW_MS = 5 * 60 * 1000
+
+
+def validate_api_batch(body: Any, *, now_ms: int) -> tuple[list[dict[str, Any]], list[str]]:
+    """Return the normalised events and a list of errors (empty when the batch is valid)."""
+    if not isinstance(body, dict) or not isinstance(body.get("events"), list):
+        return [], ['the body must be a JSON object with an "events" list']
+    raw_events = body["events"]
+    if not raw_events:
+        return [], ['"events" is empty']
+    if len(raw_events) > MAX_BATCH:
+        return [], [f"a batch holds at most {MAX_BATCH} events, not {len(raw_events)}"]
+
+    events: list[dict[str, Any]] = []
+    errors: list[str] = []
+    for index, raw in enumerate(raw_events):
+        try:
+            events.append(_normalise(raw, now_ms))
+        except InvalidField as exc:
+            errors.append(f"events[{index}]: {exc}")
+    return events, errors
+
+
+def _normalise(raw: Any, now_ms: int) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise InvalidField("each event must be a JSON object")
+    event: dict[str, Any] = {
+        "e": fields.event_name(raw.get("name")),
+        "id": fields.text(raw.get("event_id"), "event_id", fields.MAX_EVENT_ID, required=True),
+        "ts": _timestamp(raw.get("timestamp"), now_ms),
+    }
+    optional = {
+        "u": fields.url(raw.get("url"), "url"),
+        "v": fields.money_value(raw.get("value")),
+        "cur": fields.currency(raw.get("currency")),
+        "p": fields.properties(raw.get("properties")) or None,
+        "vid": fields.text(raw.get("visitor_id"), "visitor_id", 64),
+    }
+    for key in (*fields.UTM_PARAMS, *fields.CLICK_ID_PARAMS):
+        optional[key] = fields.text(raw.get(key), key, fields.MAX_PARAM)
+    for long_name, short in (("campaign", "cmp"), ("creative", "crv"), ("placement", "plc")):
+        optional[short] = fields.text(raw.get(long_name), long_name, fields.MAX_PARAM)
+    if optional["v"] is not None and optional["cur"] is None:
+        raise InvalidField("currency is required when value is given")
+    event.update({key: value for key, value in optional.items() if value is not None})
+    return event
+
+
+def _timestamp(value: Any, now_ms: int) -> int:
+    """Accept ISO 8601 with an offset, or Unix seconds; return UTC milliseconds."""
+    if value is None:
+        return now_ms
+    if isinstance(value, bool):
+        raise InvalidField("timestamp must be an ISO 8601 string or Unix seconds")
+    if isinstance(value, int | float):
+        ts = int(value * 1000)
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise InvalidField(f"timestamp {value!r} is not ISO 8601") from exc
+        if parsed.tzinfo is None:
+            raise InvalidField(f"timestamp {value!r} has no UTC offset")
+        ts = int(parsed.timestamp() * 1000)
+    else:
+        raise InvalidField("timestamp must be an ISO 8601 string or Unix seconds")
+    if ts > now_ms + MAX_CLOCK_SKEW_MS:
+        raise InvalidField("timestamp is in the future")
+    if ts < now_ms - MAX_AGE_MS:
+        raise InvalidField("timestamp is more than 365 days old")
+    return ts

@@ -1,0 +1,202 @@
+"""Enrichment: the ordered, named steps that turn a parsed hit into a stored event.
+
+Each step reads the hit and fills fields of the event draft, or raises ``InvalidHit`` with a
+reason from ``RejectReason``. ``STEPS`` is the order they run in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+import orjson
+
+from trackpixel.pipeline import channel, mail, useragent
+from trackpixel.pipeline.hit import Hit, InvalidHit
+from trackpixel.sites import Site, SiteCache
+from trackpixel.storage.records import EventRow, SessionState
+from trackpixel.vocab import EventKind, RejectReason, Source
+
+# Sources whose hits come from a browser on the site's pages, so the page URL must be on one
+# of the site's allowed domains.
+_BROWSER_SOURCES = (Source.PIXEL, Source.BEACON)
+
+
+class SessionTracker:
+    """Open sessions by (site, visitor); a gap longer than the timeout starts a new session."""
+
+    def __init__(self, load: Callable[[str, list[str]], dict[str, SessionState]],
+                 timeout_ms: int) -> None:
+        self._load = load
+        self.timeout_ms = timeout_ms
+        self._open: dict[tuple[str, str], SessionState] = {}
+        self.changed: dict[tuple[str, str], SessionState] = {}
+
+    def assign(self, site_id: str, visitor_id: str, ts: int) -> tuple[str, bool]:
+        """Return the session id for an event at ``ts`` and whether it starts the session."""
+        key = (site_id, visitor_id)
+        state = self._open.get(key)
+        if state is None:
+            state = self._load(site_id, [visitor_id]).get(visitor_id)
+        if state is not None and ts - state.last_ts <= self.timeout_ms:
+            if ts > state.last_ts:
+                state.last_ts = ts
+                self.changed[key] = state
+            return state.session_id, False
+        session_id = _short_hash(f"{site_id}|{visitor_id}|{ts}")
+        state = SessionState(site_id, visitor_id, session_id, ts)
+        self._open[key] = state
+        self.changed[key] = state
+        if len(self._open) > 200_000:
+            self._open.clear()
+        return session_id, True
+
+    def take_changes(self) -> list[SessionState]:
+        changes = list(self.changed.values())
+        self.changed.clear()
+        return changes
+
+
+@dataclass
+class Context:
+    sites: SiteCache
+    sessions: SessionTracker
+    site: Site | None = None
+    zones: dict[str, ZoneInfo] = field(default_factory=dict)
+
+
+Draft = dict[str, Any]
+Step = Callable[[Hit, Draft, Context], None]
+
+
+def check_site(hit: Hit, draft: Draft, ctx: Context) -> None:
+    site = ctx.sites.get(hit.site_id)
+    if site is None:
+        raise InvalidHit(RejectReason.UNKNOWN_SITE, f"no site has the id {hit.site_id!r}",
+                         hit.site_id)
+    if hit.source in _BROWSER_SOURCES and hit.url:
+        host = urlsplit(hit.url).hostname or ""
+        if not site.allows_host(host):
+            raise InvalidHit(RejectReason.DOMAIN_NOT_ALLOWED,
+                             f"page host {host!r} is not an allowed domain of site {site.id}",
+                             site.id)
+    ctx.site = site
+    draft["site_id"] = site.id
+
+
+def page(hit: Hit, draft: Draft, ctx: Context) -> None:
+    draft["url"] = hit.url
+    draft["title"] = hit.title
+    draft["referrer"] = hit.referrer
+    if hit.url:
+        parts = urlsplit(hit.url)
+        draft["host"] = (parts.hostname or "").lower() or None
+        draft["path"] = parts.path or "/"
+
+
+def user_agent(hit: Hit, draft: Draft, ctx: Context) -> None:
+    agent = useragent.analyse(hit.user_agent)
+    draft.update(browser=agent.browser, browser_version=agent.browser_version, os=agent.os,
+                 os_version=agent.os_version, device_type=agent.device_type)
+    draft["is_bot"] = int(agent.is_bot)
+    draft["bot_reason"] = agent.bot_reason
+
+
+def machine_open(hit: Hit, draft: Draft, ctx: Context) -> None:
+    if hit.kind is not EventKind.EMAIL_OPEN:
+        return
+    reason = mail.machine_open_reason(hit.user_agent, hit.ip_anon, draft["bot_reason"])
+    if reason is not None:
+        draft["machine_open"] = 1
+        draft["bot_reason"] = reason
+        # A proxy fetch is not a crawler visit: it stays out of bot counts and out of opens.
+        draft["is_bot"] = 0
+
+
+def attribution(hit: Hit, draft: Draft, ctx: Context) -> None:
+    assert ctx.site is not None
+    result = channel.attribute(hit.url, hit.referrer, hit.params, ctx.site.allows_host,
+                               hit.channel_hint)
+    draft["channel"] = result.channel.value
+    draft["referrer_host"] = result.referrer_host
+    for key in ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content"):
+        draft[key] = result.utm.get(key)
+    draft["click_id_type"] = result.click_id_type
+    draft["click_id"] = result.click_id
+    draft["campaign"] = hit.params.get("cmp") or result.utm.get("utm_campaign")
+    draft["creative"] = hit.params.get("crv") or result.utm.get("utm_content")
+    draft["placement"] = hit.params.get("plc")
+
+
+def visitor(hit: Hit, draft: Draft, ctx: Context) -> None:
+    """Pick the visitor id: recipient for email, cookie where allowed, else the device key."""
+    assert ctx.site is not None
+    site_id = ctx.site.id
+    if hit.recipient:
+        basis = f"r|{hit.recipient}"
+    elif hit.visitor_cookie and (ctx.site.cookies or hit.source is Source.API):
+        basis = f"c|{hit.visitor_cookie}"
+    elif hit.source is Source.API:
+        basis = f"api|{hit.client_event_id or hit.uid}"
+    else:
+        basis = f"d|{hit.device_key}"
+    draft["visitor_id"] = _short_hash(f"{site_id}|{basis}")
+    draft["recipient"] = _short_hash(f"{site_id}|{hit.recipient}") if hit.recipient else None
+
+
+def session(hit: Hit, draft: Draft, ctx: Context) -> None:
+    """Assign the session. Server API events describe back-office facts, not visits, so they
+    get a session of their own and never start or extend a browsing session."""
+    if hit.source is Source.API:
+        draft["session_id"] = _short_hash(f"api|{hit.uid}")
+        draft["session_start"] = 0
+        return
+    session_id, started = ctx.sessions.assign(draft["site_id"], draft["visitor_id"], hit.ts)
+    draft["session_id"] = session_id
+    draft["session_start"] = int(started)
+
+
+def local_time(hit: Hit, draft: Draft, ctx: Context) -> None:
+    assert ctx.site is not None
+    zone = ctx.zones.get(ctx.site.timezone)
+    if zone is None:
+        zone = ctx.zones[ctx.site.timezone] = ZoneInfo(ctx.site.timezone)
+    moment = datetime.fromtimestamp(hit.ts / 1000, zone)
+    draft["local_day"] = moment.strftime("%Y-%m-%d")
+    draft["local_hour"] = moment.hour
+
+
+STEPS: tuple[tuple[str, Step], ...] = (
+    ("site", check_site),
+    ("page", page),
+    ("user_agent", user_agent),
+    ("machine_open", machine_open),
+    ("attribution", attribution),
+    ("visitor", visitor),
+    ("session", session),
+    ("local_time", local_time),
+)
+
+
+def enrich(hit: Hit, ctx: Context) -> EventRow:
+    """Run every step over ``hit``; raise ``InvalidHit`` if a step rejects it."""
+    draft: Draft = {
+        "event_uid": hit.uid, "ts": hit.ts, "source": hit.source.value, "kind": hit.kind.value,
+        "name": hit.name, "client_event_id": hit.client_event_id, "value": hit.value,
+        "currency": hit.currency, "props": orjson.dumps(hit.props).decode() if hit.props else None,
+        "ip_anon": hit.ip_anon, "machine_open": 0, "url": None, "host": None, "path": None,
+        "title": None, "referrer": None,
+    }
+    ctx.site = None
+    for _name, step in STEPS:
+        step(hit, draft, ctx)
+    return EventRow(**draft)
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()

@@ -1,0 +1,77 @@
+"""``trackpixel serve``: the processor process plus granian collector workers.
+
+granian (a Rust HTTP server) runs the ASGI collector in ``workers`` processes; each worker
+owns a spool. One processor process turns spooled hits into events. Stopping the server with
+SIGINT or SIGTERM lets the workers commit what they hold and the processor drain the spools.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+
+from granian.constants import Interfaces, Loops
+from granian.server import Server
+
+from trackpixel import logs
+from trackpixel.config import DATA_DIR_ENV, DataDir
+from trackpixel.pipeline.processor import run_processor
+from trackpixel.storage.sqlite import connect, migrate
+
+log = logging.getLogger("trackpixel.serve")
+
+
+def _processor_main(root: str, parent_pid: int) -> None:
+    logs.configure()
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    from pathlib import Path
+    run_processor(DataDir(Path(root)), stop, parent_pid=parent_pid)
+
+
+def start_processor(data_dir: DataDir) -> multiprocessing.process.BaseProcess:
+    context = multiprocessing.get_context("spawn")
+    process = context.Process(target=_processor_main, args=(str(data_dir.root), os.getpid()),
+                              name="trackpixel-processor")
+    process.start()
+    return process
+
+
+def serve(data_dir: DataDir, host: str, port: int, workers: int, *,
+          with_processor: bool = True) -> None:
+    data_dir.ensure()
+    data_dir.settings()  # fail early on an invalid config.toml
+    conn = connect(data_dir.db_path)
+    migrate(conn)
+    conn.close()
+    os.environ[DATA_DIR_ENV] = str(data_dir.root)
+
+    processor = start_processor(data_dir) if with_processor else None
+    server = Server(
+        "trackpixel.collector.app:create_app",
+        factory=True,
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=workers,
+        loop=Loops.uvloop,
+        backlog=2048,
+        log_access=False,
+    )
+    log.info("serving on http://%s:%d with %d worker(s), data in %s", host, port, workers,
+             data_dir.root)
+    try:
+        server.serve()
+    finally:
+        if processor is not None:
+            processor.terminate()
+            processor.join(timeout=60)
+            log.info("processor exited with code %s", processor.exitcode)
