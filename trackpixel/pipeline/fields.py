@@ -61,6 +61,14 @@ def url(value: Any, field: str) -> str | None:
     return checked
 
 
+def referrer(value: Any, field: str) -> str | None:
+    """Return a referrer URL of any scheme (``android-app://`` is common), or None when the
+    value is not a URL at all; a bad referrer never costs the event."""
+    if not isinstance(value, str) or "://" not in value or "\x00" in value:
+        return None
+    return value[:MAX_URL]
+
+
 def money_value(value: Any) -> float | None:
     if value is None or value == "":
         return None

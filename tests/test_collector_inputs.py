@@ -1,0 +1,249 @@
+"""Bad input against the real server: every response and every recorded rejection."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import pytest
+from server import Server, SiteInfo, cli, query, wait_drained
+
+from trackpixel.collector.images import GIF
+
+PAGE = quote("http://localhost/pricing", safe="")
+BROWSER_UA = ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 "
+              "(KHTML, like Gecko) Version/17.4 Safari/605.1.15")
+
+
+@dataclass(frozen=True)
+class PixelCase:
+    name: str
+    query: str
+    reason: str
+
+
+PIXEL_CASES = [
+    PixelCase("oversized query", "s={site}&u=" + PAGE + "&p.x=" + "a" * 20_000, "too_large"),
+    PixelCase("invalid utf8", "s={site}&u=" + PAGE + "&t=%FF%FE", "invalid_utf8"),
+    PixelCase("unknown site", "s=s_doesnotexist&u=" + PAGE, "unknown_site"),
+    PixelCase("missing site", "u=" + PAGE, "missing_site"),
+    PixelCase("garbage", "%%%&&&===;;", "missing_site"),
+    PixelCase("foreign domain", "s={site}&u=" + quote("https://evil.example/x", safe=""),
+              "domain_not_allowed"),
+    PixelCase("bad value", "s={site}&u=" + PAGE + "&v=abc", "invalid_field"),
+    PixelCase("bad currency", "s={site}&u=" + PAGE + "&v=1&cur=dollars", "invalid_field"),
+    PixelCase("page not http", "s={site}&u=" + quote("javascript:alert(1)", safe=""),
+              "invalid_field"),
+]
+
+
+def _rejections(data_dir: Path) -> list[tuple[object, ...]]:
+    wait_drained(data_dir)
+    return query(data_dir, "SELECT reason, detail, raw FROM rejected_hits ORDER BY id")
+
+
+@pytest.mark.parametrize("case", PIXEL_CASES, ids=[case.name for case in PIXEL_CASES])
+def test_pixel_answers_image_and_records_reason(server: Server, site: SiteInfo,
+                                                data_dir: Path, case: PixelCase) -> None:
+    response = httpx.get(f"{server.base}/p.gif?{case.query.format(site=site.id)}",
+                         headers={"User-Agent": BROWSER_UA})
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/gif"
+    assert response.content == GIF
+    assert response.headers["cache-control"] == "no-store, no-cache, must-revalidate, private"
+    rejected = _rejections(data_dir)
+    assert [row[0] for row in rejected] == [case.reason]
+    assert query(data_dir, "SELECT COUNT(*) FROM events") == [(0,)]
+
+
+def test_raw_non_ascii_request_line(server: Server, site: SiteInfo, data_dir: Path) -> None:
+    """Unescaped non-ASCII bytes on the request line are invalid HTTP: granian's parser answers
+    400 before trackpixel runs (browsers and mail clients always percent-encode). The server
+    keeps serving, and the percent-encoded form is recorded as invalid_utf8 above."""
+    request = (f"GET /p.gif?s={site.id}&t=\xff\xfe HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+               "Connection: close\r\n\r\n").encode("latin-1")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    after = httpx.get(f"{server.base}/p.gif?s={site.id}&u={PAGE}",
+                      headers={"User-Agent": BROWSER_UA})
+
+    assert reply.startswith(b"HTTP/1.1 400")
+    assert after.content == GIF
+    wait_drained(data_dir)
+    assert query(data_dir, "SELECT COUNT(*) FROM events") == [(1,)]
+
+
+def test_png_pixel(server: Server, site: SiteInfo, data_dir: Path) -> None:
+    response = httpx.get(f"{server.base}/p.png?s={site.id}&u={PAGE}",
+                         headers={"User-Agent": BROWSER_UA})
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/png"
+    assert response.content.startswith(b"\x89PNG")
+    wait_drained(data_dir)
+    assert query(data_dir, "SELECT name, path FROM events") == [("page_view", "/pricing")]
+
+
+def test_beacon_malformed_json(server: Server, data_dir: Path) -> None:
+    response = httpx.post(f"{server.base}/e", content=b"{not json",
+                          headers={"Content-Type": "text/plain"})
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "malformed_json"
+    rejected = _rejections(data_dir)
+    assert [row[0] for row in rejected] == ["malformed_json"]
+    assert rejected[0][2] == b"{not json"
+
+
+def test_beacon_oversized_body(server: Server, data_dir: Path) -> None:
+    response = httpx.post(f"{server.base}/e", content=b"x" * 200_000)
+
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "too_large"
+    assert [row[0] for row in _rejections(data_dir)] == ["too_large"]
+
+
+def test_beacon_rejects_one_bad_event_keeps_rest(server: Server, site: SiteInfo,
+                                                 data_dir: Path) -> None:
+    body = {"s": site.id, "events": [
+        {"e": "Lead Submitted", "u": "http://localhost/apply", "v": 10, "cur": "NZD"},
+        {"e": "Lead Submitted", "u": "http://localhost/apply", "v": "ten"},
+    ]}
+    response = httpx.post(f"{server.base}/e", json=body, headers={"User-Agent": BROWSER_UA})
+
+    assert response.status_code == 204
+    assert [row[0] for row in _rejections(data_dir)] == ["invalid_field"]
+    assert query(data_dir, "SELECT name, value, currency FROM events") == [
+        ("Lead Submitted", 10.0, "NZD")]
+
+
+def test_click_tampered_token_not_followed(server: Server, site: SiteInfo,
+                                           data_dir: Path) -> None:
+    url = cli(data_dir, "link", "https://example.com/offer", "--site", site.id,
+              "--collector", server.base).stdout.strip()
+    token = url.rsplit("/", 1)[1]
+    body, mac = token.split(".")
+    forged = body[:-2] + ("AA" if body[-2:] != "AA" else "BB") + "." + mac
+
+    response = httpx.get(f"{server.base}/c/{forged}")
+
+    assert response.status_code == 400
+    assert "location" not in response.headers
+    assert "Invalid link" in response.text
+    assert [row[0] for row in _rejections(data_dir)] == ["bad_signature"]
+
+
+def test_click_unsigned_destination_not_followed(server: Server, data_dir: Path) -> None:
+    response = httpx.get(f"{server.base}/c/https://evil.example")
+
+    assert response.status_code == 400
+    assert "location" not in response.headers
+    assert [row[0] for row in _rejections(data_dir)] == ["bad_signature"]
+
+
+def test_open_token_rejected_as_click(server: Server, site: SiteInfo, data_dir: Path) -> None:
+    tag = cli(data_dir, "email-pixel", "--site", site.id, "--campaign", "c1", "--recipient",
+              "r1", "--collector", server.base).stdout
+    token = tag.split("/o/")[1].split(".gif")[0]
+
+    response = httpx.get(f"{server.base}/c/{token}")
+
+    assert response.status_code == 400
+    assert "location" not in response.headers
+
+
+def test_open_tampered_token_still_image(server: Server, site: SiteInfo,
+                                         data_dir: Path) -> None:
+    tag = cli(data_dir, "email-pixel", "--site", site.id, "--campaign", "spring", "--recipient",
+              "alice-1", "--collector", server.base).stdout
+    token = tag.split("/o/")[1].split(".gif")[0]
+    body, mac = token.split(".")
+    forged = body.replace(body[5], "A" if body[5] != "A" else "B", 1)
+
+    response = httpx.get(f"{server.base}/o/{forged}.{mac}.gif")
+
+    assert response.status_code == 200
+    assert response.content == GIF
+    assert [row[0] for row in _rejections(data_dir)] == ["bad_signature"]
+    assert query(data_dir, "SELECT COUNT(*) FROM events") == [(0,)]
+
+
+def test_spoofed_forwarded_for_ignored(server: Server, site: SiteInfo, data_dir: Path) -> None:
+    """Without trusted proxies, X-Forwarded-For is never believed."""
+    httpx.get(f"{server.base}/p.gif?s={site.id}&u={PAGE}",
+              headers={"X-Forwarded-For": "203.0.113.77", "User-Agent": BROWSER_UA})
+    wait_drained(data_dir)
+
+    assert query(data_dir, "SELECT ip_anon FROM events") == [("127.0.0.0",)]
+
+
+def test_trusted_proxy_rightmost_untrusted_hop(data_dir: Path, site: SiteInfo) -> None:
+    (data_dir / "config.toml").write_text('trusted_proxies = ["127.0.0.1/32", "10.0.0.0/8"]\n')
+    running = Server(data_dir).start()
+    try:
+        # The client forged the first entry; the proxy chain appended the real address.
+        httpx.get(f"{running.base}/p.gif?s={site.id}&u={PAGE}",
+                  headers={"X-Forwarded-For": "198.51.100.9, 203.0.113.77, 10.1.2.3",
+                           "User-Agent": BROWSER_UA})
+        wait_drained(data_dir)
+    finally:
+        running.stop()
+
+    assert query(data_dir, "SELECT ip_anon FROM events") == [("203.0.113.0",)]
+
+
+def test_api_requires_key(server: Server, data_dir: Path) -> None:
+    response = httpx.post(f"{server.base}/api/v1/events",
+                          json={"events": [{"name": "Settled", "event_id": "x"}]})
+
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "unauthorized"
+    assert [row[0] for row in _rejections(data_dir)] == ["unauthorized"]
+
+
+def test_api_invalid_batch_lists_errors(server: Server, site: SiteInfo, data_dir: Path) -> None:
+    response = httpx.post(
+        f"{server.base}/api/v1/events",
+        headers={"Authorization": f"Bearer {site.api_key}"},
+        json={"events": [{"name": "Settled", "event_id": "a1", "value": 5},
+                         {"event_id": "a2"}]})
+
+    assert response.status_code == 400
+    details = response.json()["error"]["details"]
+    assert details == ["events[0]: currency is required when value is given",
+                       "events[1]: event name is missing"]
+    assert query(data_dir, "SELECT COUNT(*) FROM events") == [(0,)]
+
+
+def test_api_idempotent_on_event_id(server: Server, site: SiteInfo, data_dir: Path) -> None:
+    batch = {"events": [{"name": "Application Settled", "event_id": "crm-991",
+                         "timestamp": "2026-11-30T21:00:00Z", "value": 1200.5,
+                         "currency": "NZD", "properties": {"lender": "ASB"}}]}
+    headers = {"Authorization": f"Bearer {site.api_key}"}
+    first = httpx.post(f"{server.base}/api/v1/events", json=batch, headers=headers)
+    second = httpx.post(f"{server.base}/api/v1/events", json=batch, headers=headers)
+
+    assert first.json() == {"accepted": 1}
+    assert second.json() == {"accepted": 1}
+    wait_drained(data_dir)
+    rows = query(data_dir, "SELECT name, client_event_id, value, currency, local_day, source, "
+                           "props FROM events")
+    # 21:00 UTC on 30 November is 10:00 on 1 December in Auckland (NZDT, UTC+13).
+    assert rows == [("Application Settled", "crm-991", 1200.5, "NZD", "2026-12-01", "api",
+                     '{"lender":"ASB"}')]
+    assert [row[0] for row in _rejections(data_dir)] == ["duplicate_event_id"]
+
+
+def test_robots_and_health(server: Server) -> None:
+    robots = httpx.get(f"{server.base}/robots.txt")
+    health = httpx.get(f"{server.base}/healthz")
+
+    assert "Disallow: /p.gif" in robots.text
+    assert health.json()["status"] == "ok"
