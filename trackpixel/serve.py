@@ -32,7 +32,10 @@ def _processor_main(root: str, parent_pid: int) -> None:
         stop.set()
 
     signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    # Ctrl-C reaches the whole process group. The processor ignores it and waits for the
+    # SIGTERM that ``serve`` sends once every worker has closed its spool, so its final drain
+    # sees all spools complete.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from pathlib import Path
     run_processor(DataDir(Path(root)), stop, parent_pid=parent_pid)
 

@@ -1,0 +1,84 @@
+"""Every acknowledged event survives ``kill -9`` of the whole server and is stored once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+from server import Server, SiteInfo, query, wait_drained
+
+PAGE = quote("http://localhost/load", safe="")
+UA = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+      "Chrome/131.0.0.0 Safari/537.36")
+
+
+def _send_until_failure(base: str, site_id: str, prefix: str, acked: list[str],
+                        stop: threading.Event) -> None:
+    """Send pixel and beacon hits with unique ids; keep the ids the server acknowledged."""
+    with httpx.Client(timeout=5) as client:
+        number = 0
+        while not stop.is_set():
+            number += 1
+            event_id = f"{prefix}-{number}"
+            try:
+                if number % 2:
+                    response = client.get(f"{base}/p.gif?s={site_id}&u={PAGE}&e=Load&id={event_id}",
+                                          headers={"User-Agent": UA})
+                    ok = response.status_code == 200
+                else:
+                    body = {"s": site_id, "events": [
+                        {"e": "Load", "u": "http://localhost/load", "id": event_id}]}
+                    response = client.post(f"{base}/e", json=body, headers={"User-Agent": UA})
+                    ok = response.status_code == 204
+            except httpx.HTTPError:
+                return
+            if ok:
+                acked.append(event_id)
+
+
+def test_kill9_loses_no_acknowledged_event(data_dir: Path, site: SiteInfo) -> None:
+    server = Server(data_dir, workers=2).start()
+    acked: list[str] = []
+    stop = threading.Event()
+    senders = [threading.Thread(target=_send_until_failure,
+                                args=(server.base, site.id, f"c{n}", acked, stop))
+               for n in range(8)]
+    for sender in senders:
+        sender.start()
+    time.sleep(3)
+
+    server.kill9()
+    stop.set()
+    for sender in senders:
+        sender.join(timeout=30)
+    assert len(acked) > 500, "the load was too small to mean anything"
+
+    restarted = Server(data_dir).start()
+    try:
+        wait_drained(data_dir, timeout=120)
+    finally:
+        restarted.stop()
+
+    stored = Counter(row[0] for row in query(
+        data_dir, "SELECT client_event_id FROM events WHERE name = 'Load'"))
+    missing = [event_id for event_id in acked if event_id not in stored]
+    doubled = [event_id for event_id, count in stored.items() if count > 1]
+    assert missing == []
+    assert doubled == []
+    assert query(data_dir, "SELECT COUNT(*) FROM rejected_hits") == [(0,)]
+
+
+def test_graceful_stop_drains_spools(data_dir: Path, site: SiteInfo) -> None:
+    server = Server(data_dir).start()
+    with httpx.Client() as client:
+        for number in range(200):
+            client.get(f"{server.base}/p.gif?s={site.id}&u={PAGE}&id=g-{number}",
+                       headers={"User-Agent": UA})
+    server.stop()
+
+    assert query(data_dir, "SELECT COUNT(DISTINCT client_event_id) FROM events") == [(200,)]
+    assert list((data_dir / "spool").glob("*.db")) == []
