@@ -150,10 +150,11 @@ def visitor(hit: Hit, draft: Draft, ctx: Context) -> None:
 
 
 def session(hit: Hit, draft: Draft, ctx: Context) -> None:
-    """Assign the session. Server API events describe back-office facts, not visits, so they
-    get a session of their own and never start or extend a browsing session."""
-    if hit.source is Source.API:
-        draft["session_id"] = _short_hash(f"api|{hit.uid}")
+    """Assign the session. Server API events, email opens, clicks and ad impressions are not
+    visits to the site, so each gets a session of its own and never starts or extends a
+    browsing session."""
+    if hit.source not in _BROWSER_SOURCES or hit.kind is EventKind.IMPRESSION:
+        draft["session_id"] = _short_hash(f"{hit.source.value}|{hit.uid}")
         draft["session_start"] = 0
         return
     session_id, started = ctx.sessions.assign(draft["site_id"], draft["visitor_id"], hit.ts)
