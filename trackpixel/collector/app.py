@@ -18,6 +18,7 @@ import orjson
 from trackpixel import identity, logs, tokens
 from trackpixel.collector.asgi import (
     CORS,
+    ASGIApp,
     NO_STORE,
     BodyTooLarge,
     ClientDisconnected,
@@ -46,6 +47,9 @@ _WANTED_HEADERS = frozenset({
     b"user-agent", b"referer", b"x-forwarded-for", b"dnt", b"sec-gpc", b"authorization",
     b"content-type",
 })
+# Paths served by the dashboard app (trackpixel.web) rather than the collector's hot path.
+_WEB_PREFIXES = ("/dashboard", "/api/v1/reports", "/api/v1/openapi.json", "/api/v1/privacy",
+                 "/static/")
 _ROBOTS = b"User-agent: *\nDisallow: /p.gif\nDisallow: /p.png\nDisallow: /e\nDisallow: /o/\n" \
           b"Disallow: /c/\nDisallow: /api/\n"
 
@@ -63,6 +67,7 @@ class Collector:
         self.spool_failures = 0
         self._sites: SiteCache | None = None
         self._salts: identity.SaltCache | None = None
+        self._web: ASGIApp | None = None
         self._routes = {
             "/p.gif": self.pixel_gif,
             "/p.png": self.pixel_png,
@@ -88,10 +93,20 @@ class Collector:
                 await self.email_open(scope, receive, send)
             elif path.startswith("/c/"):
                 await self.click(scope, receive, send)
+            elif path.startswith(_WEB_PREFIXES):
+                await self.web_app()(scope, receive, send)
             else:
                 await respond_error(send, 404, "not_found", f"no endpoint at {path}")
         except ClientDisconnected:
             return
+
+    def web_app(self) -> ASGIApp:
+        """Return the dashboard and report API app, built on first use in each worker."""
+        if self._web is None:
+            from trackpixel.web.app import create_web_app
+
+            self._web = create_web_app(self.data_dir)
+        return self._web
 
     # Lifecycle
 
