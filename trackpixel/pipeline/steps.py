@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from trackpixel.pipeline import channel, mail, useragent
+from trackpixel.pipeline import channel, geo, mail, useragent
 from trackpixel.pipeline.hit import Hit, InvalidHit
 from trackpixel.sites import Site, SiteCache
 from trackpixel.storage.records import EventRow, SessionState
@@ -118,6 +118,10 @@ def machine_open(hit: Hit, draft: Draft, ctx: Context) -> None:
         draft["is_bot"] = 0
 
 
+def country(hit: Hit, draft: Draft, ctx: Context) -> None:
+    draft["country"] = geo.country_of(hit.ip_anon)
+
+
 def attribution(hit: Hit, draft: Draft, ctx: Context) -> None:
     assert ctx.site is not None
     result = channel.attribute(hit.url, hit.referrer, hit.params, ctx.site.allows_host,
@@ -177,6 +181,7 @@ STEPS: tuple[tuple[str, Step], ...] = (
     ("page", page),
     ("user_agent", user_agent),
     ("machine_open", machine_open),
+    ("country", country),
     ("attribution", attribution),
     ("visitor", visitor),
     ("session", session),

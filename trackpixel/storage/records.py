@@ -52,6 +52,7 @@ class EventRow:
     bot_reason: str | None
     machine_open: int
     ip_anon: str | None
+    country: str | None
 
 
 EVENT_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(EventRow))
