@@ -207,18 +207,47 @@ def snippet_html(site_id: str, base: str) -> str:
 def email_pixel(
     site: SiteOption,
     campaign: Annotated[str, typer.Option(help="Campaign name or id.")],
-    recipient: Annotated[str, typer.Option(
-        help="Recipient id, or your email service's merge tag such as '{{subscriber.id}}'.")],
+    recipient: Annotated[str | None, typer.Option(
+        help="Opaque recipient id (stored hashed). Without it, opens are counted per campaign "
+             "only.")] = None,
+    recipients: Annotated[Path | None, typer.Option(
+        help="File with one recipient id per line (or a CSV whose first column is the id): "
+             "prints a CSV of recipient,pixel_url to import into your email service as a "
+             "custom field.")] = None,
     data_dir: DataDirOption = None,
     collector: CollectorOption = DEFAULT_PUBLIC_URL,
 ) -> None:
-    """Print an <img> tag that records opens of one campaign by one recipient."""
+    """Print an <img> tag that records opens of a campaign, or signed pixel URLs per recipient.
+
+    The signature covers site, campaign and recipient, so an open cannot be forged for another
+    recipient; a merge tag inside a signed URL would break it, hence one URL per recipient."""
+    if recipient and recipients:
+        raise CliError("give --recipient or --recipients, not both")
     directory, store = _open(data_dir)
     found = get_site(store.conn, site)
-    token = tokens.sign(directory.secret(), "open",
-                        {"s": found.id, "cmp": campaign, "r": recipient})
-    sys.stdout.write(f'<img src="{collector.rstrip("/")}/o/{token}.gif" width="1" height="1" '
-                     'alt="" style="display:block;border:0">\n')
+    base = collector.rstrip("/")
+    secret = directory.secret()
+
+    def pixel_url(recipient_id: str | None) -> str:
+        payload = {"s": found.id, "cmp": campaign}
+        if recipient_id:
+            payload["r"] = recipient_id
+        return f"{base}/o/{tokens.sign(secret, 'open', payload)}.gif"
+
+    if recipients is None:
+        sys.stdout.write(f'<img src="{pixel_url(recipient)}" width="1" height="1" alt="" '
+                         'style="display:block;border:0">\n')
+        return
+    try:
+        lines = recipients.read_text().splitlines()
+    except OSError as exc:
+        raise CliError(f"cannot read {recipients}: {exc.strerror}") from None
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(["recipient", "pixel_url"])
+    for row in csv.reader(lines):
+        recipient_id = row[0].strip() if row else ""
+        if recipient_id and recipient_id.lower() not in ("recipient", "id"):
+            writer.writerow([recipient_id, pixel_url(recipient_id)])
 
 
 @app.command()
@@ -402,17 +431,17 @@ def quickstart(
         console.print(f"Created demo site {site.id} for localhost in {directory.root}")
         console.print(f"Server API key (shown once): {api_key}", markup=False)
     token = tokens.sign(directory.secret(), "open",
-                        {"s": site.id, "cmp": "demo-newsletter", "r": "{{subscriber.id}}"})
+                        {"s": site.id, "cmp": "demo-newsletter", "r": "demo-subscriber-1"})
     console.rule("Paste into every page")
     console.print(snippet_html(site.id, base), markup=False, highlight=False)
-    console.rule("Email open pixel (replace the merge tag with your email service's)")
+    console.rule("Email open pixel for one demo recipient (see 'trackpixel email-pixel --help')")
     console.print(f'<img src="{base}/o/{token}.gif" width="1" height="1" alt="">', markup=False,
                   highlight=False)
     console.rule("Reports")
     console.print(f"trackpixel report overview --site {site.id}", markup=False)
     console.print(f"Pixel test: curl '{base}/p.gif?s={site.id}&u="
                   f"{quote('http://localhost/hello', safe='')}'", markup=False,
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
 
 
 def _valid_zone(name: str | None) -> bool:
