@@ -46,7 +46,7 @@ def analyse(user_agent: str) -> Agent:
     """Return browser, OS, device type and bot verdict for one user-agent string."""
     bot_reason = bot_verdict(user_agent)
     if not user_agent:
-        return Agent(None, None, None, None, DeviceType.OTHER.value, bot_reason)
+        return Agent(None, None, None, None, DeviceType.BOT.value, bot_reason)
     result = ua_parser.parse(user_agent)
     browser = result.user_agent
     system = result.os
