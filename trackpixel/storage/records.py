@@ -53,6 +53,14 @@ class EventRow:
     machine_open: int
     ip_anon: str | None
     country: str | None
+    consent_analytics: str | None
+    consent_ad_storage: str | None
+    consent_ad_user_data: str | None
+    consent_ad_personalization: str | None
+    gpc: int
+    dnt: int
+    cookieless: int
+    user_data: str | None
 
 
 EVENT_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(EventRow))
