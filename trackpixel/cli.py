@@ -33,6 +33,9 @@ sites_app = typer.Typer(help="Add and list tracked sites.", no_args_is_help=True
 report_app = typer.Typer(help="Print reports as a table, JSON or CSV.", no_args_is_help=True)
 app.add_typer(sites_app, name="sites")
 app.add_typer(report_app, name="report")
+users_app = typer.Typer(help="Add and list dashboard users and their API tokens.",
+                        no_args_is_help=True)
+app.add_typer(users_app, name="users")
 
 console = Console()
 error_console = Console(stderr=True)
@@ -403,6 +406,100 @@ def export(
     finally:
         if output:
             handle.close()
+
+
+# dashboard users
+
+class Role(StrEnum):
+    admin = "admin"
+    viewer = "viewer"
+
+
+def _read_password(password_stdin: bool) -> str:
+    if password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
+@users_app.command("add")
+@handle_errors
+def users_add(
+    email: Annotated[str, typer.Argument(help="Login email address.")],
+    role: Annotated[Role, typer.Option(
+        help="admin: every site and user management; viewer: only the --site grants.")],
+    site: Annotated[list[str] | None, typer.Option(
+        "--site", help="Site id or domain the user may see; repeat for more sites.")] = None,
+    password_stdin: Annotated[bool, typer.Option(
+        help="Read the password from the first line of standard input instead of a prompt.")]
+    = False,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Create a dashboard user with a password."""
+    from trackpixel.web import auth
+
+    _, store = _open(data_dir)
+    site_ids = tuple(get_site(store.conn, value).id for value in site or [])
+    if role is Role.viewer and not site_ids:
+        raise CliError("a viewer needs at least one --site")
+    try:
+        user = auth.add_user(store.conn, email, role.value, _read_password(password_stdin),
+                             site_ids)
+    except auth.AuthError as exc:
+        raise CliError(str(exc)) from None
+    console.print(f"added {user.role} {user.email}", markup=False)
+
+
+@users_app.command("list")
+@handle_errors
+def users_list(data_dir: DataDirOption = None,
+               output: FormatOption = OutputFormat.table) -> None:
+    """List dashboard users, their roles and sites."""
+    from trackpixel.web import auth
+
+    _, store = _open(data_dir)
+    rows: list[list[Any]] = [
+        [user.email, user.role, "all" if user.is_admin else " ".join(sorted(user.site_ids))]
+        for user in auth.list_users(store.conn)
+    ]
+    _print_table(reports.Table("Users", ["email", "role", "sites"], rows), output)
+
+
+@users_app.command("token")
+@handle_errors
+def users_token(
+    email: Annotated[str, typer.Argument(help="Email of the user the token acts as.")],
+    label: Annotated[str, typer.Option(help="Name to recognise the token by.")] = "api",
+    data_dir: DataDirOption = None,
+) -> None:
+    """Create an API token for the report API; it is printed once and stored hashed."""
+    from trackpixel.web import auth
+
+    _, store = _open(data_dir)
+    try:
+        user = auth.find_user(store.conn, email)
+    except auth.AuthError as exc:
+        raise CliError(str(exc)) from None
+    sys.stdout.write(auth.create_token(store.conn, user, label) + "\n")
+
+
+@users_app.command("password")
+@handle_errors
+def users_password(
+    email: Annotated[str, typer.Argument(help="Email of the user.")],
+    password_stdin: Annotated[bool, typer.Option(
+        help="Read the password from the first line of standard input instead of a prompt.")]
+    = False,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Set a user's password."""
+    from trackpixel.web import auth
+
+    _, store = _open(data_dir)
+    try:
+        auth.set_password(store.conn, email, _read_password(password_stdin))
+    except auth.AuthError as exc:
+        raise CliError(str(exc)) from None
+    console.print(f"password set for {email}", markup=False)
 
 
 # quick start
