@@ -17,7 +17,8 @@ ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
 
 COLUMNS = ("name", "kind", "source", "path", "title", "value", "currency", "client_event_id",
            "props", "channel", "browser", "os", "device_type", "is_bot", "machine_open",
-           "visitor_id", "session_id", "session_start", "local_day", "campaign", "ip_anon")
+           "visitor_id", "session_id", "session_start", "local_day", "campaign", "ip_anon",
+           "consent_analytics", "consent_ad_user_data", "cookieless", "recipient")
 
 pytestmark = pytest.mark.browser
 
@@ -94,6 +95,13 @@ def test_snippet_and_email_in_chromium(server: Server, site: SiteInfo, data_dir:
     assert opened["machine_open"] == 0
     assert opened["channel"] == "email"
     assert opened["visitor_id"] != first_view["visitor_id"]
+    # An email carries no consent banner and 127.0.0.1 has no country, so the strictest
+    # regional default applies: no recipient id is kept.
+    assert opened["consent_analytics"] == "denied"
+    assert opened["recipient"] is None
+    assert first_view["consent_analytics"] == "granted"
+    assert first_view["consent_ad_user_data"] == "denied"
+    assert first_view["cookieless"] == 0
 
     today = datetime.now(ZoneInfo("Pacific/Auckland")).date().isoformat()
     assert {event["local_day"] for event in events} == {today}

@@ -13,6 +13,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
+from trackpixel.privacy import PrivacySettings, parse_settings
+
 _DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 
 
@@ -32,6 +34,7 @@ class Site:
     timezone: str
     api_key_hash: str
     cookies: bool
+    privacy: PrivacySettings = PrivacySettings()
 
     @property
     def zone(self) -> ZoneInfo:
@@ -93,16 +96,16 @@ def add_site(conn: sqlite3.Connection, domain: str, *, timezone: str = "UTC",
 
 def list_sites(conn: sqlite3.Connection) -> list[Site]:
     rows = conn.execute(
-        "SELECT id, domain, allowed_domains, timezone, api_key_hash, cookies FROM sites "
-        "ORDER BY created_ts, id"
+        "SELECT id, domain, allowed_domains, timezone, api_key_hash, cookies, privacy "
+        "FROM sites ORDER BY created_ts, id"
     ).fetchall()
     return [_site_from_row(row) for row in rows]
 
 
 def get_site(conn: sqlite3.Connection, site_id: str) -> Site:
     row = conn.execute(
-        "SELECT id, domain, allowed_domains, timezone, api_key_hash, cookies FROM sites "
-        "WHERE id = ? OR domain = ?",
+        "SELECT id, domain, allowed_domains, timezone, api_key_hash, cookies, privacy "
+        "FROM sites WHERE id = ? OR domain = ?",
         (site_id, site_id),
     ).fetchone()
     if row is None:
@@ -111,9 +114,19 @@ def get_site(conn: sqlite3.Connection, site_id: str) -> Site:
 
 
 def _site_from_row(row: tuple[object, ...]) -> Site:
-    site_id, domain, allowed, timezone, key_hash, cookies = row
+    site_id, domain, allowed, timezone, key_hash, cookies, privacy = row
     return Site(str(site_id), str(domain), tuple(orjson.loads(str(allowed))), str(timezone),
-                str(key_hash), bool(cookies))
+                str(key_hash), bool(cookies), parse_settings(str(privacy)))
+
+
+def update_privacy(conn: sqlite3.Connection, site_id: str, changes: dict[str, object]) -> Site:
+    """Merge ``changes`` into a site's privacy settings, validate, store and return the site."""
+    site = get_site(conn, site_id)
+    current = orjson.loads(site.privacy.to_json())
+    current.update(changes)
+    settings = parse_settings(current)
+    conn.execute("UPDATE sites SET privacy = ? WHERE id = ?", (settings.to_json(), site.id))
+    return get_site(conn, site.id)
 
 
 class SiteCache:

@@ -43,6 +43,7 @@ class RejectReason(StrEnum):
     UNAUTHORIZED = "unauthorized"
     DUPLICATE_EVENT_ID = "duplicate_event_id"
     SPOOL_FULL = "spool_full"
+    CONSENT_DENIED = "consent_denied"
 
 
 class Channel(StrEnum):

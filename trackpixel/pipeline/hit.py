@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from trackpixel import tokens
+from trackpixel import privacy, tokens
 from trackpixel.pipeline import fields
 from trackpixel.pipeline.fields import InvalidField
 from trackpixel.spool import SpoolHit
@@ -28,11 +28,14 @@ MAX_BEACON_EVENTS = 50
 class InvalidHit(Exception):
     """A hit cannot become an event; ``reason`` is the recorded rejection reason."""
 
-    def __init__(self, reason: RejectReason, detail: str, site_id: str | None = None) -> None:
+    def __init__(self, reason: RejectReason, detail: str, site_id: str | None = None, *,
+                 keep_raw: bool = True) -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
         self.site_id = site_id
+        # False when storing the request would itself collect what consent refused.
+        self.keep_raw = keep_raw
 
 
 @dataclass(slots=True)
@@ -62,8 +65,8 @@ class Hit:
     device_key: str | None = None
     dnt: bool = False
     gpc: bool = False
-    consent: dict[str, str] | None = None
-    raw: bytes = b""
+    consent: dict[str, str] = field(default_factory=dict)
+    user_data: dict[str, str] | None = None
 
 
 def parse_spool_hit(row: SpoolHit, spool: str, secret: bytes) -> list[Hit | InvalidHit]:
@@ -140,6 +143,7 @@ def _parse_pixel(row: SpoolHit, meta: dict[str, Any], uid: str) -> Hit:
             props=props,
             params=_explicit_params(params),
             visitor_cookie=fields.visitor_cookie(params.get("vid")),
+            consent=privacy.parse_compact(params.get("cs")),
             **_common(row, meta, uid, Source.PIXEL),
         )
     except InvalidField as exc:
@@ -181,7 +185,7 @@ def _parse_batch(row: SpoolHit, meta: dict[str, Any], base: str,
     if len(events) > MAX_BEACON_EVENTS and source is Source.BEACON:
         raise InvalidHit(RejectReason.INVALID_FIELD,
                          f"a beacon holds at most {MAX_BEACON_EVENTS} events", site_id)
-    consent = body.get("consent") if isinstance(body.get("consent"), dict) else None
+    consent = privacy.parse_signals(body.get("consent"))
     batch_visitor = fields.visitor_cookie(body.get("vid"))
 
     parsed: list[Hit | InvalidHit] = []
@@ -209,6 +213,8 @@ def _parse_batch_event(row: SpoolHit, meta: dict[str, Any], uid: str, source: So
     visitor = batch_visitor
     if source is Source.API:
         visitor = fields.text(event.get("vid"), "visitor_id", 64)
+        consent = {**consent, **privacy.parse_signals(event.get("consent"))}
+    user_data = event.get("ud") if isinstance(event.get("ud"), dict) else None
     return Hit(
         site_id=site_id,
         kind=_kind_for(name),
@@ -223,6 +229,7 @@ def _parse_batch_event(row: SpoolHit, meta: dict[str, Any], uid: str, source: So
         params=_explicit_params(event),
         visitor_cookie=visitor,
         consent=consent,
+        user_data=user_data,
         **common,
     )
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from trackpixel.config import DataDir
 from trackpixel.pipeline.hit import Hit, InvalidHit, parse_spool_hit
+from trackpixel.pipeline.scrub import scrub_bytes
 from trackpixel.pipeline.steps import Context, SessionTracker, enrich
 from trackpixel.sites import SiteCache
 from trackpixel.spool import SpoolHit, owner_alive, read_hits, spool_files
@@ -138,8 +139,8 @@ def _rejection(row: SpoolHit, spool: str, index: int, error: InvalidHit) -> Reje
         site_id=error.site_id,
         reason=error.reason.value,
         detail=error.detail[:1000],
-        raw=(row.payload or b"")[:MAX_RAW_BYTES],
-        user_agent=row.user_agent,
+        raw=scrub_bytes((row.payload or b"")[:MAX_RAW_BYTES]) if error.keep_raw else None,
+        user_agent=row.user_agent if error.keep_raw else None,
     )
 
 

@@ -16,7 +16,8 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from trackpixel.pipeline import channel, geo, mail, useragent
+from trackpixel import privacy
+from trackpixel.pipeline import channel, geo, mail, scrub, useragent
 from trackpixel.pipeline.hit import Hit, InvalidHit
 from trackpixel.sites import Site, SiteCache
 from trackpixel.storage.records import EventRow, SessionState
@@ -90,11 +91,15 @@ def check_site(hit: Hit, draft: Draft, ctx: Context) -> None:
 
 
 def page(hit: Hit, draft: Draft, ctx: Context) -> None:
-    draft["url"] = hit.url
-    draft["title"] = hit.title
-    draft["referrer"] = hit.referrer
-    if hit.url:
-        parts = urlsplit(hit.url)
+    """Store page URL and referrer without personal data: configured and well-known secret
+    parameters are dropped and email addresses masked. Attribution reads the unscrubbed URL."""
+    assert ctx.site is not None
+    banned = (*privacy.DEFAULT_SCRUB_PARAMS, *ctx.site.privacy.scrub_params)
+    draft["url"] = scrub.scrub_url(hit.url, banned)
+    draft["referrer"] = scrub.scrub_url(hit.referrer, banned)
+    draft["title"] = scrub.EMAIL_RE.sub(scrub.REDACTED, hit.title) if hit.title else None
+    if draft["url"]:
+        parts = urlsplit(draft["url"])
         draft["host"] = (parts.hostname or "").lower() or None
         draft["path"] = parts.path or "/"
 
@@ -122,6 +127,36 @@ def country(hit: Hit, draft: Draft, ctx: Context) -> None:
     draft["country"] = geo.country_of(hit.ip_anon)
 
 
+def consent(hit: Hit, draft: Draft, ctx: Context) -> None:
+    """Record the consent state and enforce strict mode; later steps read the state."""
+    assert ctx.site is not None
+    settings = ctx.site.privacy
+    state = privacy.resolve(hit.consent, draft["country"], hit.gpc, hit.dnt, settings)
+    if state["analytics_storage"] == privacy.DENIED and settings.consent_mode == "strict":
+        raise InvalidHit(RejectReason.CONSENT_DENIED,
+                         "analytics_storage denied and the site collects nothing without it",
+                         ctx.site.id, keep_raw=False)
+    draft["consent_analytics"] = state["analytics_storage"]
+    draft["consent_ad_storage"] = state["ad_storage"]
+    draft["consent_ad_user_data"] = state["ad_user_data"]
+    draft["consent_ad_personalization"] = state["ad_personalization"]
+    draft["gpc"] = int(hit.gpc)
+    draft["dnt"] = int(hit.dnt)
+
+
+def user_data(hit: Hit, draft: Draft, ctx: Context) -> None:
+    """Keep hashed contact details, which the collector hashed before spooling; anything that
+    is not a SHA-256 hex digest is dropped rather than stored."""
+    if not hit.user_data:
+        draft["user_data"] = None
+        return
+    digests = {key: value for key, value in hit.user_data.items()
+               if isinstance(value, str) and len(value) == 64
+               and all(char in "0123456789abcdef" for char in value)}
+    draft["user_data"] = orjson.dumps(digests, option=orjson.OPT_SORT_KEYS).decode() \
+        if digests else None
+
+
 def attribution(hit: Hit, draft: Draft, ctx: Context) -> None:
     assert ctx.site is not None
     result = channel.attribute(hit.url, hit.referrer, hit.params, ctx.site.allows_host,
@@ -141,16 +176,20 @@ def visitor(hit: Hit, draft: Draft, ctx: Context) -> None:
     """Pick the visitor id: recipient for email, cookie where allowed, else the device key."""
     assert ctx.site is not None
     site_id = ctx.site.id
-    if hit.recipient:
-        basis = f"r|{hit.recipient}"
-    elif hit.visitor_cookie and (ctx.site.cookies or hit.source is Source.API):
+    # Without analytics consent no persistent identifier is used: no cookie, no recipient.
+    persistent = draft["consent_analytics"] == privacy.GRANTED
+    recipient = hit.recipient if persistent else None
+    if recipient:
+        basis = f"r|{recipient}"
+    elif persistent and hit.visitor_cookie and (ctx.site.cookies or hit.source is Source.API):
         basis = f"c|{hit.visitor_cookie}"
     elif hit.source is Source.API:
         basis = f"api|{hit.client_event_id or hit.uid}"
     else:
         basis = f"d|{hit.device_key}"
     draft["visitor_id"] = _short_hash(f"{site_id}|{basis}")
-    draft["recipient"] = _short_hash(f"{site_id}|{hit.recipient}") if hit.recipient else None
+    draft["cookieless"] = int(basis.startswith("d|"))
+    draft["recipient"] = _short_hash(f"{site_id}|{recipient}") if recipient else None
 
 
 def session(hit: Hit, draft: Draft, ctx: Context) -> None:
@@ -182,6 +221,8 @@ STEPS: tuple[tuple[str, Step], ...] = (
     ("user_agent", user_agent),
     ("machine_open", machine_open),
     ("country", country),
+    ("consent", consent),
+    ("user_data", user_data),
     ("attribution", attribution),
     ("visitor", visitor),
     ("session", session),
