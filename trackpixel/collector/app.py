@@ -34,6 +34,9 @@ from trackpixel.collector.asgi import (
 from trackpixel.collector.images import GIF, PNG
 from trackpixel.config import DataDir, Settings, resolve_data_dir
 from trackpixel.pipeline.api import validate_api_batch
+from trackpixel.pipeline.fields import InvalidField
+from trackpixel.pipeline.scrub import scrub_bytes
+from trackpixel.pipeline.userdata import hash_user_data
 from trackpixel.sites import SiteCache
 from trackpixel.spool import HitRow, SpoolError, SpoolWriter
 from trackpixel.storage.sqlite import connect, migrate
@@ -203,6 +206,9 @@ class Collector:
                     "detail": f"query string of {len(query)} bytes exceeds "
                               f"{self.settings.max_query_bytes}"}
             query = query[:self.settings.max_query_bytes]
+        if b"@" in query or b"%40" in query:
+            # An email address in a page URL must not reach the spool on disk.
+            query = scrub_bytes(query)
         await self._commit(self._spool_row(scope, headers, Source.PIXEL, query, meta))
         await respond(send, 200, image, content_type, NO_STORE)
 
@@ -275,6 +281,15 @@ class Collector:
             await respond_error(send, 400, RejectReason.MALFORMED_JSON.value,
                                 f"invalid JSON body: {exc}", None, CORS)
             return
+        if b'"ud"' in body:
+            try:
+                body = _hash_beacon_user_data(parsed)
+            except InvalidField as exc:
+                await self._record_rejection(scope, headers, Source.BEACON, b"",
+                                             RejectReason.INVALID_FIELD, str(exc))
+                await respond_error(send, 400, RejectReason.INVALID_FIELD.value, str(exc),
+                                    None, CORS)
+                return
         if not await self._commit(self._spool_row(scope, headers, Source.BEACON, body, {})):
             await respond_error(send, 503, "unavailable", "the event could not be stored; retry",
                                 None, CORS)
@@ -353,6 +368,17 @@ class Collector:
 
     async def robots(self, scope: Scope, receive: Receive, send: Send) -> None:
         await respond(send, 200, _ROBOTS, b"text/plain; charset=utf-8")
+
+
+def _hash_beacon_user_data(parsed: dict[str, Any]) -> bytes:
+    """Replace each event's ``ud`` contact details by their digests and re-encode the body."""
+    events = parsed.get("events")
+    if isinstance(events, list):
+        for event in events:
+            if isinstance(event, dict) and "ud" in event:
+                event["ud"] = hash_user_data(event["ud"])
+    parsed.pop("ud", None)
+    return orjson.dumps(parsed)
 
 
 _BAD_LINK_PAGE = (

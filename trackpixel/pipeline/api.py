@@ -3,7 +3,7 @@
 The collector validates a batch before it commits anything, so a caller learns at once which
 events are wrong; a batch with any invalid event is rejected whole and can be resent fixed.
 Valid events are rewritten into the compact keys the beacon uses, so the processor parses
-both the same way.
+both the same way, and contact details in ``user_data`` are replaced by their SHA-256 digests.
 """
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from trackpixel import privacy
 from trackpixel.pipeline import fields
 from trackpixel.pipeline.fields import InvalidField
+from trackpixel.pipeline.userdata import hash_user_data
 
 MAX_BATCH = 500
 # Server events may describe the past (a loan settled last week) but not the future.
@@ -54,6 +56,9 @@ def _normalise(raw: Any, now_ms: int) -> dict[str, Any]:
         "cur": fields.currency(raw.get("currency")),
         "p": fields.properties(raw.get("properties")) or None,
         "vid": fields.text(raw.get("visitor_id"), "visitor_id", 64),
+        # Hashed here, before the event is spooled, so no plain contact detail reaches disk.
+        "ud": hash_user_data(raw.get("user_data")),
+        "consent": privacy.parse_signals(raw.get("consent")) or None,
     }
     for key in (*fields.UTM_PARAMS, *fields.CLICK_ID_PARAMS):
         optional[key] = fields.text(raw.get(key), key, fields.MAX_PARAM)
