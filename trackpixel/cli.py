@@ -78,6 +78,7 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except (CliError, SiteError, ConfigError, ValueError, tokens.BadToken) as exc:
+            # ValueError covers PrivacySettingsError and RightsError.
             error_console.print(f"Error: {exc}", markup=False, highlight=False)
             raise typer.Exit(1) from None
     return wrapper  # type: ignore[return-value]
@@ -550,6 +551,140 @@ def _valid_zone(name: str | None) -> bool:
     except (ZoneInfoNotFoundError, ValueError):
         return False
     return True
+
+
+# privacy
+
+privacy_app = typer.Typer(help="Export or erase what is stored about one person.",
+                          no_args_is_help=True)
+app.add_typer(privacy_app, name="privacy")
+
+SelectorKindOption = Annotated[str, typer.Option(
+    "--by", help="What VALUE is: visitor (the _tp_vid cookie or a stored visitor id), "
+                 "user_id (user_data.external_id of server events) or email.")]
+
+
+@privacy_app.command("export")
+@handle_errors
+def privacy_export(
+    value: Annotated[str, typer.Argument(help="The visitor id, user id or email address.")],
+    site: SiteOption,
+    by: SelectorKindOption = "visitor",
+    data_dir: DataDirOption = None,
+) -> None:
+    """Print every event and session record of one person as JSON."""
+    from trackpixel import rights
+
+    _, store = _open(data_dir)
+    found = get_site(store.conn, site)
+    result = rights.export(store.conn, rights.selector(found.id, by, value))
+    sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+@privacy_app.command("erase")
+@handle_errors
+def privacy_erase(
+    value: Annotated[str, typer.Argument(help="The visitor id, user id or email address.")],
+    site: SiteOption,
+    by: SelectorKindOption = "visitor",
+    data_dir: DataDirOption = None,
+    wait: Annotated[float, typer.Option(
+        help="Seconds to wait for a running server's processor before erasing here.")] = 10.0,
+) -> None:
+    """Erase every event and session record of one person, and log an audit record.
+
+    A running server's processor carries the request out once every earlier hit is stored.
+    If none picks it up within --wait seconds, this command drains the spools and erases
+    itself."""
+    import time as time_module
+
+    from trackpixel import rights
+    from trackpixel.pipeline.processor import Processor
+
+    directory, store = _open(data_dir)
+    found = get_site(store.conn, site)
+    request_id = rights.request_erasure(store.conn, rights.selector(found.id, by, value))
+    deadline = time_module.monotonic() + wait
+    status = rights.request_status(store.conn, request_id)
+    while status and status["status"] == "pending" and time_module.monotonic() < deadline:
+        time_module.sleep(0.2)
+        status = rights.request_status(store.conn, request_id)
+    if status and status["status"] == "pending":
+        worker = Processor(directory, store)
+        while worker.drain_once():
+            pass
+        worker.maintenance.apply_erasures()
+        worker.close()
+        status = rights.request_status(store.conn, request_id)
+    sys.stdout.write(orjson.dumps(status).decode() + "\n")
+
+
+@sites_app.command("privacy")
+@handle_errors
+def sites_privacy(
+    site: Annotated[str, typer.Argument(help="Site id or domain.")],
+    data_dir: DataDirOption = None,
+    consent_mode: Annotated[str | None, typer.Option(
+        help="cookieless: count without identifiers when analytics_storage is denied; "
+             "strict: collect nothing then.")] = None,
+    honor_gpc: Annotated[bool | None, typer.Option(
+        help="Treat Sec-GPC: 1 as an opt-out of sale and sharing.")] = None,
+    honor_dnt: Annotated[bool | None, typer.Option(
+        help="Treat DNT: 1 as a denial of every consent signal.")] = None,
+    default: Annotated[list[str] | None, typer.Option(
+        help="Global default, SIGNAL=granted|denied (repeatable).")] = None,
+    region: Annotated[list[str] | None, typer.Option(
+        help="Regional default, REGION:SIGNAL=granted|denied, REGION being EEA or an ISO "
+             "country code; REGION:all=denied sets all four (repeatable).")] = None,
+    scrub_param: Annotated[list[str] | None, typer.Option(
+        help="Another query parameter to remove from stored URLs (repeatable).")] = None,
+    retention_days: Annotated[int | None, typer.Option(
+        help="Days raw events are kept; older days keep only day-level rollups.")] = None,
+    rejected_retention_days: Annotated[int | None, typer.Option(
+        help="Days rejected hits are kept.")] = None,
+) -> None:
+    """Show or change a site's consent defaults, privacy signals, scrubbing and retention."""
+    from trackpixel.privacy import SIGNALS
+    from trackpixel.sites import update_privacy
+
+    _, store = _open(data_dir)
+    found = get_site(store.conn, site)
+    current = orjson.loads(found.privacy.to_json())
+    changes: dict[str, Any] = {}
+    for key, value in (("consent_mode", consent_mode), ("honor_gpc", honor_gpc),
+                       ("honor_dnt", honor_dnt), ("retention_days", retention_days),
+                       ("rejected_retention_days", rejected_retention_days)):
+        if value is not None:
+            changes[key] = value
+    if default:
+        changes["defaults"] = {**current["defaults"], **_signal_pairs(default, "--default")}
+    if region:
+        regions = dict(current["region_defaults"])
+        for item in region:
+            code, _, pair = item.partition(":")
+            if not pair:
+                raise CliError(f"--region {item!r} must look like EEA:ad_storage=denied")
+            signals = _signal_pairs([pair], "--region")
+            if "all" in signals:
+                signals = dict.fromkeys(SIGNALS, signals.pop("all"))
+            regions[code.upper()] = {**regions.get(code.upper(), {}), **signals}
+        changes["region_defaults"] = regions
+    if scrub_param:
+        changes["scrub_params"] = sorted({*current["scrub_params"], *scrub_param})
+    if changes:
+        found = update_privacy(store.conn, found.id, changes)
+    sys.stdout.write(orjson.dumps(orjson.loads(found.privacy.to_json()),
+                                  option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _signal_pairs(items: list[str], option: str) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        signal, _, state = item.partition("=")
+        if not state:
+            raise CliError(f"{option} {item!r} must look like ad_storage=denied")
+        pairs[signal.strip()] = state.strip()
+    return pairs
 
 
 def main() -> None:

@@ -7,15 +7,17 @@ in batches, in the processor. A handler answers with success only after its row 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
-from trackpixel import identity, logs, tokens
+from trackpixel import identity, logs, rights, tokens
 from trackpixel.collector.asgi import (
     CORS,
     ASGIApp,
@@ -43,6 +45,7 @@ from trackpixel.storage.sqlite import connect, migrate
 from trackpixel.vocab import RejectReason, Source
 
 log = logging.getLogger("trackpixel.collector")
+T = TypeVar("T")
 
 MAX_USER_AGENT = 512
 MAX_TOKEN_PATH = tokens.MAX_TOKEN_CHARS + 16
@@ -51,8 +54,7 @@ _WANTED_HEADERS = frozenset({
     b"content-type",
 })
 # Paths served by the dashboard app (trackpixel.web) rather than the collector's hot path.
-_WEB_PREFIXES = ("/dashboard", "/api/v1/reports", "/api/v1/openapi.json", "/api/v1/privacy",
-                 "/static/")
+_WEB_PREFIXES = ("/dashboard", "/api/v1/reports", "/api/v1/openapi.json", "/static/")
 _ROBOTS = b"User-agent: *\nDisallow: /p.gif\nDisallow: /p.png\nDisallow: /e\nDisallow: /o/\n" \
           b"Disallow: /c/\nDisallow: /api/\n"
 
@@ -96,6 +98,8 @@ class Collector:
                 await self.email_open(scope, receive, send)
             elif path.startswith("/c/"):
                 await self.click(scope, receive, send)
+            elif path.startswith("/api/v1/privacy/"):
+                await self.privacy_api(scope, receive, send)
             elif path.startswith(_WEB_PREFIXES):
                 await self.web_app()(scope, receive, send)
             else:
@@ -348,6 +352,62 @@ class Collector:
             return
         await respond_json(send, 200, {"accepted": len(events)})
 
+    # Privacy requests
+
+    async def privacy_api(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Export or erase one person's data, authenticated by the site's API key.
+
+        ``POST /api/v1/privacy/export`` and ``/erase`` take ``{"visitor_id" | "user_id" |
+        "email": value}``; an erasure answers 202 with a request id, and
+        ``GET /api/v1/privacy/requests/<id>`` reports when it is done."""
+        headers = header_map(scope, _WANTED_HEADERS)
+        assert self._sites is not None
+        auth = headers.get(b"authorization", "")
+        key = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        site = self._sites.by_api_key(key) if key else None
+        if site is None:
+            await respond_error(send, 401, RejectReason.UNAUTHORIZED.value,
+                                "missing or unknown API key: send 'Authorization: Bearer <key>'",
+                                None, [(b"www-authenticate", b"Bearer")])
+            return
+        action = scope["path"].removeprefix("/api/v1/privacy/")
+        if action.startswith("requests/") and scope["method"] == "GET":
+            await self._privacy_status(send, site.id, action.removeprefix("requests/"))
+            return
+        if scope["method"] != "POST" or action not in ("export", "erase"):
+            await respond_error(send, 404, "not_found", f"no privacy endpoint at {scope['path']}")
+            return
+        try:
+            body = orjson.loads(await read_body(receive, self.settings.max_body_bytes))
+            kind, value = _privacy_selector(body)
+            selector = rights.selector(site.id, kind, value)
+        except (ValueError, BodyTooLarge) as exc:
+            await respond_error(send, 400, "invalid_request", str(exc))
+            return
+        if action == "export":
+            result = await asyncio.to_thread(self._with_db, rights.export, selector)
+            await respond_json(send, 200, result)
+            return
+        request_id = await asyncio.to_thread(self._with_db, rights.request_erasure, selector)
+        await respond_json(send, 202, {"request_id": request_id, "status": "pending"})
+
+    async def _privacy_status(self, send: Send, site_id: str, raw_id: str) -> None:
+        status = None
+        if raw_id.isdigit():
+            status = await asyncio.to_thread(self._with_db, rights.request_status, int(raw_id))
+        if status is None or status["site_id"] != site_id:
+            await respond_error(send, 404, "not_found", f"no privacy request {raw_id!r}")
+            return
+        await respond_json(send, 200, status)
+
+    def _with_db(self, func: Callable[..., T], *args: Any) -> T:
+        conn = connect(self.data_dir.db_path)
+        conn.execute("PRAGMA secure_delete=ON")
+        try:
+            return func(conn, *args)
+        finally:
+            conn.close()
+
     # Static
 
     async def snippet_js(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -368,6 +428,17 @@ class Collector:
 
     async def robots(self, scope: Scope, receive: Receive, send: Send) -> None:
         await respond(send, 200, _ROBOTS, b"text/plain; charset=utf-8")
+
+
+def _privacy_selector(body: Any) -> tuple[str, str]:
+    if not isinstance(body, dict):
+        raise ValueError('the body must be a JSON object such as {"email": "..."}')
+    given = [(kind, body[key]) for key, kind in (("visitor_id", "visitor"),
+                                                 ("user_id", "user_id"), ("email", "email"))
+             if isinstance(body.get(key), str)]
+    if len(given) != 1:
+        raise ValueError("give exactly one of visitor_id, user_id or email")
+    return given[0]
 
 
 def _hash_beacon_user_data(parsed: dict[str, Any]) -> bytes:

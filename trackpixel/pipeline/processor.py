@@ -18,6 +18,7 @@ from pathlib import Path
 
 from trackpixel.config import DataDir
 from trackpixel.pipeline.hit import Hit, InvalidHit, parse_spool_hit
+from trackpixel.pipeline.maintenance import Maintenance
 from trackpixel.pipeline.scrub import scrub_bytes
 from trackpixel.pipeline.steps import Context, SessionTracker, enrich
 from trackpixel.sites import SiteCache
@@ -52,15 +53,19 @@ class Processor:
         )
         self.totals = Totals()
         self._readers: dict[str, sqlite3.Connection] = {}
+        self.maintenance = Maintenance(store.conn, self._open_spools)
 
     def run(self, stop: threading.Event) -> None:
         """Process until ``stop`` is set, then drain what is already spooled."""
         log.info("processor started on %s", self.data_dir.root)
         while not stop.is_set():
-            if self.drain_once() == 0:
+            handled = self.drain_once()
+            self.maintenance.run_due()
+            if handled == 0:
                 stop.wait(IDLE_SLEEP_S)
         while self.drain_once():
             pass
+        self.maintenance.apply_erasures()
         self.close()
         log.info("processor stopped: %d events, %d rejected, %d duplicates",
                  self.totals.events, self.totals.rejected, self.totals.duplicates)
@@ -112,6 +117,9 @@ class Processor:
             rejected.append(_rejection(row, spool, index, item))
         return ProcessedBatch(spool=spool, last_rowid=rows[-1].rowid, events=events,
                               rejected=rejected, sessions=self.context.sessions.take_changes())
+
+    def _open_spools(self) -> list[tuple[sqlite3.Connection, int]]:
+        return [(reader, self.store.spool_cursor(name)) for name, reader in self._readers.items()]
 
     def _retire(self, name: str, path: Path) -> None:
         """Delete a fully processed spool whose collector has exited."""

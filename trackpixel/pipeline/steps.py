@@ -124,7 +124,9 @@ def machine_open(hit: Hit, draft: Draft, ctx: Context) -> None:
 
 
 def country(hit: Hit, draft: Draft, ctx: Context) -> None:
-    draft["country"] = geo.country_of(hit.ip_anon)
+    # A server event comes from the site's back office, whose address says nothing about
+    # where the person is.
+    draft["country"] = None if hit.source is Source.API else geo.country_of(hit.ip_anon)
 
 
 def consent(hit: Hit, draft: Draft, ctx: Context) -> None:

@@ -101,6 +101,8 @@ class SqliteStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.conn = connect(path)
+        # Erased and expired rows are overwritten with zeros, not left in free pages.
+        self.conn.execute("PRAGMA secure_delete=ON")
         migrate(self.conn)
 
     def write_batch(self, batch: ProcessedBatch) -> WriteResult:

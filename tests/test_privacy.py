@@ -1,0 +1,308 @@
+"""Consent, privacy signals and the rights of the people tracked, against the real server.
+
+The server trusts 127.0.0.1 as a proxy, so X-Forwarded-For places each request in a country:
+203.97.0.77 is in New Zealand (defaults granted), 5.9.0.77 in Germany (EEA: denied).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import pytest
+from server import Server, SiteInfo, add_site, cli, query, wait_drained
+
+from trackpixel import audiences
+
+NZ_IP = "203.97.0.77"
+DE_IP = "5.9.0.77"
+EMAIL = "Jane.Citizen@Example.org"
+PHONE = "+64 21 555 0199"
+UA = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+      "Chrome/131.0.0.0 Safari/537.36")
+COOKIE = "vid-cookie-0001"
+PAGE = "http://localhost/apply"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One hit of the matrix and exactly what must be stored for it."""
+
+    name: str
+    endpoint: str  # pixel, beacon or api
+    ip: str = NZ_IP
+    consent: dict[str, str] = field(default_factory=dict)
+    gpc: bool = False
+    dnt: bool = False
+    expected: tuple[str, str, str, str] = ("granted",) * 4  # type: ignore[assignment]
+    cookie_used: bool = True
+    forwardable: bool = True
+    audience: bool = True
+
+
+G, D = "granted", "denied"
+ALL_DENIED = (D, D, D, D)
+CASES = [
+    Case("pixel nz default", "pixel"),
+    Case("pixel eea default", "pixel", ip=DE_IP, expected=ALL_DENIED, cookie_used=False,
+         forwardable=False, audience=False),
+    Case("pixel eea granted", "pixel", ip=DE_IP,
+         consent={"analytics_storage": G, "ad_storage": G, "ad_user_data": G,
+                  "ad_personalization": G}),
+    Case("pixel gpc", "pixel", gpc=True, expected=(G, D, D, D), forwardable=False,
+         audience=False),
+    Case("pixel dnt", "pixel", dnt=True, expected=ALL_DENIED, cookie_used=False,
+         forwardable=False, audience=False),
+    Case("pixel analytics denied", "pixel", consent={"analytics_storage": D},
+         expected=(D, G, G, G), cookie_used=False),
+    Case("beacon nz default", "beacon"),
+    Case("beacon eea default", "beacon", ip=DE_IP, expected=ALL_DENIED, cookie_used=False,
+         forwardable=False, audience=False),
+    Case("beacon personalization denied", "beacon", consent={"ad_personalization": D},
+         expected=(G, G, G, D), audience=False),
+    Case("beacon gpc overrides grant", "beacon", gpc=True,
+         consent={"ad_user_data": G, "ad_personalization": G}, expected=(G, D, D, D),
+         forwardable=False, audience=False),
+    Case("beacon dnt", "beacon", dnt=True, consent={"analytics_storage": G},
+         expected=ALL_DENIED, cookie_used=False, forwardable=False, audience=False),
+    # A server event has no location of the person: the strictest regional default applies.
+    Case("api default", "api", expected=ALL_DENIED, cookie_used=False, forwardable=False,
+         audience=False),
+    Case("api granted", "api",
+         consent={"analytics_storage": G, "ad_storage": G, "ad_user_data": G,
+                  "ad_personalization": G}),
+    Case("api user data denied", "api",
+         consent={"analytics_storage": G, "ad_storage": G, "ad_user_data": D,
+                  "ad_personalization": G}, expected=(G, G, D, G), forwardable=False),
+]
+
+
+def _compact(consent: dict[str, str]) -> str:
+    order = ("analytics_storage", "ad_storage", "ad_user_data", "ad_personalization")
+    return "".join(consent[key][0] if key in consent else "-" for key in order)
+
+
+def _send(server: Server, site: SiteInfo, case: Case, event_id: str) -> None:
+    headers = {"User-Agent": UA, "X-Forwarded-For": case.ip}
+    if case.gpc:
+        headers["Sec-GPC"] = "1"
+    if case.dnt:
+        headers["DNT"] = "1"
+    if case.endpoint == "pixel":
+        params = f"s={site.id}&e=Matrix&u={quote(PAGE, safe='')}&id={event_id}&vid={COOKIE}"
+        if case.consent:
+            params += f"&cs={_compact(case.consent)}"
+        response = httpx.get(f"{server.base}/p.gif?{params}", headers=headers)
+        assert response.status_code == 200
+    elif case.endpoint == "beacon":
+        body: dict[str, object] = {"s": site.id, "vid": COOKIE,
+                                   "events": [{"e": "Matrix", "u": PAGE, "id": event_id}]}
+        if case.consent:
+            body["consent"] = case.consent
+        response = httpx.post(f"{server.base}/e", content=json.dumps(body), headers=headers)
+        assert response.status_code == 204
+    else:
+        event: dict[str, object] = {"name": "Matrix", "event_id": event_id,
+                                    "visitor_id": COOKIE}
+        if case.consent:
+            event["consent"] = case.consent
+        response = httpx.post(f"{server.base}/api/v1/events", json={"events": [event]},
+                              headers={**headers, "Authorization": f"Bearer {site.api_key}"})
+        assert response.status_code == 200
+
+
+@pytest.fixture(scope="module")
+def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, SiteInfo, Server]]:
+    data_dir = tmp_path_factory.mktemp("privacy") / "data"
+    data_dir.mkdir()
+    (data_dir / "config.toml").write_text('trusted_proxies = ["127.0.0.1/32"]\n')
+    site = add_site(data_dir, "localhost")
+    cli(data_dir, "sites", "privacy", site.id, "--honor-dnt")
+    server = Server(data_dir).start()
+    for index, case in enumerate(CASES):
+        _send(server, site, case, f"m{index}")
+    wait_drained(data_dir)
+    yield data_dir, site, server
+    server.stop()
+
+
+@pytest.mark.parametrize("index", range(len(CASES)), ids=[case.name for case in CASES])
+def test_consent_matrix(matrix: tuple[Path, SiteInfo, Server], index: int) -> None:
+    data_dir, site, _ = matrix
+    case = CASES[index]
+    event_id = f"m{index}"
+    rows = query(data_dir, "SELECT consent_analytics, consent_ad_storage, consent_ad_user_data, "
+                           "consent_ad_personalization, cookieless, gpc, dnt, visitor_id "
+                           "FROM events WHERE client_event_id = ?", (event_id,))
+    assert len(rows) == 1
+    *consent, cookieless, gpc, dnt, visitor_id = rows[0]
+    assert tuple(consent) == case.expected
+    assert cookieless == int(not case.cookie_used and case.endpoint != "api")
+    assert gpc == int(case.gpc)
+    assert dnt == int(case.dnt)
+
+    cookie_visitor = query(data_dir, "SELECT visitor_id FROM events WHERE client_event_id = 'm0'")
+    assert (visitor_id == cookie_visitor[0][0]) == case.cookie_used
+
+    text, params = audiences.forwardable_sql(site.id, "Matrix")
+    forwarded = {row[2] for row in _run(data_dir, text, params)}
+    assert (event_id in forwarded) == case.forwardable
+
+
+def _run(data_dir: Path, text: str, params: dict[str, object]) -> list[tuple[object, ...]]:
+    import sqlite3
+
+    conn = sqlite3.connect(data_dir / "trackpixel.db")
+    try:
+        return conn.execute(text, params).fetchall()
+    finally:
+        conn.close()
+
+
+def test_audience_follows_personalization(matrix: tuple[Path, SiteInfo, Server]) -> None:
+    data_dir, site, _ = matrix
+    text, params = audiences.audience_sql(site.id, "Matrix", "2000-01-01", "2100-01-01")
+    members = {row[0] for row in _run(data_dir, text, params)}
+    visitors_by_id = dict(query(data_dir, "SELECT client_event_id, visitor_id FROM events"))
+    # The cookie visitor appears in several cases; the last of them in send order decides.
+    expected: dict[str, bool] = {}
+    for index, case in enumerate(CASES):
+        expected[str(visitors_by_id[f"m{index}"])] = case.audience
+    assert members == {visitor for visitor, allowed in expected.items() if allowed}
+
+
+def test_strict_mode_collects_nothing(data_dir: Path) -> None:
+    (data_dir / "config.toml").write_text('trusted_proxies = ["127.0.0.1/32"]\n')
+    site = add_site(data_dir, "localhost")
+    cli(data_dir, "sites", "privacy", site.id, "--consent-mode", "strict")
+    server = Server(data_dir).start()
+    try:
+        httpx.get(f"{server.base}/p.gif?s={site.id}&u={quote(PAGE, safe='')}&vid={COOKIE}",
+                  headers={"User-Agent": UA, "X-Forwarded-For": DE_IP})
+        httpx.get(f"{server.base}/p.gif?s={site.id}&u={quote(PAGE, safe='')}&vid={COOKIE}",
+                  headers={"User-Agent": UA, "X-Forwarded-For": NZ_IP})
+        wait_drained(data_dir)
+    finally:
+        server.stop()
+
+    assert query(data_dir, "SELECT country FROM events") == [("NZ",)]
+    assert query(data_dir, "SELECT reason, raw, user_agent FROM rejected_hits") == [
+        ("consent_denied", None, None)]
+
+
+def test_urls_scrubbed_and_contacts_hashed(server: Server, site: SiteInfo,
+                                           data_dir: Path) -> None:
+    page = f"http://localhost/apply?email={quote(EMAIL)}&token=s3cr3t&ref={quote(EMAIL)}&plan=a"
+    httpx.get(f"{server.base}/p.gif?s={site.id}&u={quote(page, safe='')}&t={quote(EMAIL)}",
+              headers={"User-Agent": UA})
+    httpx.post(f"{server.base}/api/v1/events", headers={"Authorization": f"Bearer {site.api_key}"},
+               json={"events": [{"name": "Lead Submitted", "event_id": "pii-1",
+                                 "user_data": {"email": EMAIL, "phone": PHONE,
+                                               "first_name": "Jane", "external_id": "crm-77"}}]})
+    wait_drained(data_dir)
+
+    url, title = query(data_dir, "SELECT url, title FROM events WHERE kind = 'page_view'")[0]
+    assert url == "http://localhost/apply?ref=redacted&plan=a"
+    assert title == "redacted"
+    stored = json.loads(str(query(data_dir, "SELECT user_data FROM events WHERE "
+                                            "client_event_id = 'pii-1'")[0][0]))
+    import hashlib
+    assert stored["em"] == hashlib.sha256(b"jane.citizen@example.org").hexdigest()
+    assert stored["ph"] == hashlib.sha256(b"64215550199").hexdigest()
+    assert stored["fn"] == hashlib.sha256(b"jane").hexdigest()
+    assert stored["external_id"] == hashlib.sha256(b"crm-77").hexdigest()
+
+
+def _person_events(server: Server, site: SiteInfo, cookie: str, email: str) -> None:
+    granted = {"analytics_storage": G, "ad_storage": G, "ad_user_data": G,
+               "ad_personalization": G}
+    body = {"s": site.id, "vid": cookie, "consent": granted,
+            "events": [{"e": "page_view", "u": "http://localhost/"},
+                       {"e": "Lead Submitted", "u": "http://localhost/apply"}]}
+    httpx.post(f"{server.base}/e", content=json.dumps(body), headers={"User-Agent": UA})
+    httpx.post(f"{server.base}/api/v1/events", headers={"Authorization": f"Bearer {site.api_key}"},
+               json={"events": [{"name": "Application Settled", "event_id": f"s-{cookie}",
+                                 "visitor_id": cookie, "consent": granted,
+                                 "user_data": {"email": email}}]})
+
+
+def test_export_and_erase_by_email_cli(server: Server, site: SiteInfo, data_dir: Path) -> None:
+    _person_events(server, site, "person-a-cookie", EMAIL)
+    _person_events(server, site, "person-b-cookie", "other@example.org")
+    wait_drained(data_dir)
+
+    exported = json.loads(cli(data_dir, "privacy", "export", EMAIL, "--by", "email",
+                              "--site", site.id).stdout)
+    assert sorted(event["name"] for event in exported["events"]) == [
+        "Application Settled", "Lead Submitted", "page_view"]
+    assert len(exported["open_sessions"]) == 1
+
+    status = json.loads(cli(data_dir, "privacy", "erase", EMAIL, "--by", "email", "--site",
+                            site.id).stdout)
+    assert status["status"] == "done"
+    assert status["events_erased"] == 3
+    remaining = query(data_dir, "SELECT name FROM events ORDER BY name")
+    assert remaining == [("Application Settled",), ("Lead Submitted",), ("page_view",)]
+    audit = query(data_dir, "SELECT * FROM privacy_requests")
+    assert EMAIL.lower() not in repr(audit).lower()
+    assert query(data_dir, "SELECT selector_hashes FROM privacy_requests") == [(None,)]
+
+
+def test_export_and_erase_by_visitor_api(server: Server, site: SiteInfo,
+                                         data_dir: Path) -> None:
+    _person_events(server, site, "person-c-cookie", "c@example.org")
+    wait_drained(data_dir)
+    auth = {"Authorization": f"Bearer {site.api_key}"}
+
+    exported = httpx.post(f"{server.base}/api/v1/privacy/export", headers=auth,
+                          json={"visitor_id": "person-c-cookie"})
+    erase = httpx.post(f"{server.base}/api/v1/privacy/erase", headers=auth,
+                       json={"visitor_id": "person-c-cookie"})
+    request_id = erase.json()["request_id"]
+    status = {}
+    for _ in range(100):
+        status = httpx.get(f"{server.base}/api/v1/privacy/requests/{request_id}",
+                           headers=auth).json()
+        if status["status"] == "done":
+            break
+        import time
+        time.sleep(0.1)
+
+    assert exported.status_code == 200
+    assert len(exported.json()["events"]) == 3
+    assert erase.status_code == 202
+    assert status["status"] == "done"
+    assert status["events_erased"] == 3
+    assert query(data_dir, "SELECT COUNT(*) FROM events") == [(0,)]
+    unauthorized = httpx.post(f"{server.base}/api/v1/privacy/export",
+                              json={"visitor_id": "person-c-cookie"})
+    assert unauthorized.status_code == 401
+
+
+def test_retention_rolls_up_then_deletes(data_dir: Path, site: SiteInfo) -> None:
+    from trackpixel.pipeline.maintenance import DAY_MS, Maintenance
+    from trackpixel.storage.sqlite import SqliteStore
+
+    server = Server(data_dir).start()
+    try:
+        for number in range(3):
+            httpx.get(f"{server.base}/p.gif?s={site.id}&u={quote(PAGE, safe='')}&id=r{number}",
+                      headers={"User-Agent": UA})
+        wait_drained(data_dir)
+    finally:
+        server.stop()
+    cli(data_dir, "sites", "privacy", site.id, "--retention-days", "1")
+    store = SqliteStore(data_dir / "trackpixel.db")
+    day = query(data_dir, "SELECT local_day FROM events LIMIT 1")[0][0]
+
+    Maintenance(store.conn, lambda: []).apply_retention(
+        int(__import__("time").time() * 1000) + 3 * DAY_MS)
+    store.close()
+
+    assert query(data_dir, "SELECT COUNT(*) FROM events") == [(0,)]
+    assert query(data_dir, "SELECT local_day, name, events, visitors FROM daily_rollups") == [
+        (day, "page_view", 3, 1)]

@@ -1,0 +1,106 @@
+"""Work the processor does between batches: erasure requests and retention.
+
+Erasures wait until every hit received before the request is stored. Retention deletes raw
+events and rejected hits older than each site's limits, after folding the expiring events
+into ``daily_rollups`` so that day-level reports for old periods keep working.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime
+
+from trackpixel import rights
+from trackpixel.sites import list_sites
+
+log = logging.getLogger("trackpixel.processor")
+
+RETENTION_INTERVAL_S = 3600.0
+PRIVACY_INTERVAL_S = 0.5
+DAY_MS = 86_400_000
+
+
+class Maintenance:
+    def __init__(self, conn: sqlite3.Connection,
+                 spool_readers: Callable[[], Iterable[tuple[sqlite3.Connection, int]]]) -> None:
+        """``spool_readers`` yields (read connection, stored cursor) for every open spool."""
+        self.conn = conn
+        self._spool_readers = spool_readers
+        self._last_retention = 0.0
+        self._last_privacy = 0.0
+
+    def run_due(self, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        if now - self._last_privacy >= PRIVACY_INTERVAL_S:
+            self._last_privacy = now
+            self.apply_erasures()
+        if now - self._last_retention >= RETENTION_INTERVAL_S:
+            self._last_retention = now
+            self.apply_retention(int(now * 1000))
+
+    def apply_erasures(self) -> int:
+        done = 0
+        for request_id, requested_ts in rights.pending_erasures(self.conn):
+            if self._unstored_before(requested_ts):
+                break
+            rights.carry_out(self.conn, request_id)
+            done += 1
+        return done
+
+    def _unstored_before(self, ts: int) -> bool:
+        for reader, cursor in self._spool_readers():
+            row = reader.execute("SELECT 1 FROM hits WHERE id > ? AND received_ts <= ? LIMIT 1",
+                                 (cursor, ts)).fetchone()
+            if row is not None:
+                return True
+        return False
+
+    def apply_retention(self, now_ms: int) -> tuple[int, int]:
+        """Roll up and delete events past each site's retention; delete old rejected hits."""
+        events = rejected = 0
+        for site in list_sites(self.conn):
+            # Whole local days expire together, so each day is rolled up from all its events.
+            first_kept_day = datetime.fromtimestamp(
+                (now_ms - site.privacy.retention_days * DAY_MS) / 1000, site.zone
+            ).strftime("%Y-%m-%d")
+            rejected_cutoff = now_ms - site.privacy.rejected_retention_days * DAY_MS
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn.execute(_ROLLUP_SQL, {"site_id": site.id, "day": first_kept_day})
+                events += self.conn.execute(
+                    "DELETE FROM events WHERE site_id = ? AND local_day < ?",
+                    (site.id, first_kept_day)).rowcount
+                rejected += self.conn.execute(
+                    "DELETE FROM rejected_hits WHERE site_id = ? AND received_ts < ?",
+                    (site.id, rejected_cutoff)).rowcount
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+        orphans = self.conn.execute(
+            "DELETE FROM rejected_hits WHERE site_id IS NULL AND received_ts < ?",
+            (now_ms - 30 * DAY_MS,)).rowcount
+        if events or rejected or orphans:
+            log.info("retention deleted %d events and %d rejected hits", events,
+                     rejected + orphans)
+        return events, rejected + orphans
+
+
+# A late event for a day already rolled up (a backdated server event) is added to its row.
+_ROLLUP_SQL = """
+INSERT INTO daily_rollups (site_id, local_day, name, kind, channel, is_bot, events,
+                           visitors, sessions, total_value)
+SELECT site_id, local_day, name, kind, channel, is_bot, COUNT(*), COUNT(DISTINCT visitor_id),
+       SUM(session_start), SUM(COALESCE(value, 0))
+FROM events
+WHERE site_id = :site_id AND local_day < :day
+GROUP BY site_id, local_day, name, kind, channel, is_bot
+ON CONFLICT (site_id, local_day, name, kind, channel, is_bot) DO UPDATE SET
+    events = events + excluded.events,
+    visitors = visitors + excluded.visitors,
+    sessions = sessions + excluded.sessions,
+    total_value = total_value + excluded.total_value
+"""

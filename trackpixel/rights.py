@@ -1,0 +1,187 @@
+"""Rights of the people tracked: export and erasure of everything stored about one person.
+
+A person is named by a visitor id (the ``_tp_vid`` cookie value, or the stored visitor id),
+a user id (``user_data.external_id`` sent with server events) or an email address (matched
+through its SHA-256 digest in ``user_data``). Their events are those with a matching visitor
+id or digest, plus every other event of the visitors found that way; derived records are the
+session state of those visitors.
+
+Erasure is a request that the processor carries out once every hit received before the
+request has been stored, so an event still in a spool cannot slip in after the erasure. Each
+request leaves an audit row with the kind of selector and the counts; the selector's digests
+are cleared when it is done, so the audit holds no personal data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from trackpixel.pipeline.fields import InvalidField
+from trackpixel.pipeline.userdata import normalise_email, sha256
+from trackpixel.storage.records import EVENT_COLUMNS
+
+log = logging.getLogger("trackpixel.rights")
+
+SELECTOR_KINDS = ("visitor", "user_id", "email")
+_STORED_VISITOR_RE = re.compile(r"^[0-9a-f]{16}$")
+
+
+class RightsError(ValueError):
+    """A privacy request is invalid; the message says which value."""
+
+
+@dataclass(frozen=True)
+class Selector:
+    """Who a request is about, reduced to stored identifiers: visitor ids and digests."""
+
+    kind: str
+    site_id: str
+    visitor_ids: tuple[str, ...] = ()
+    user_data_key: str | None = None
+    digest: str | None = None
+
+
+def selector(site_id: str, kind: str, value: str) -> Selector:
+    """Turn what a person gives (cookie, user id, email) into stored identifiers."""
+    value = value.strip()
+    if not value:
+        raise RightsError(f"the {kind} value is empty")
+    if kind == "visitor":
+        cookie_based = _visitor_hash(site_id, f"c|{value}")
+        ids = (value, cookie_based) if _STORED_VISITOR_RE.match(value) else (cookie_based,)
+        return Selector(kind, site_id, visitor_ids=ids)
+    if kind == "user_id":
+        return Selector(kind, site_id, user_data_key="external_id", digest=sha256(value))
+    if kind == "email":
+        try:
+            normalised = normalise_email(value)
+        except InvalidField as exc:
+            raise RightsError(str(exc)) from exc
+        return Selector(kind, site_id, user_data_key="em", digest=sha256(normalised))
+    raise RightsError(f"unknown selector {kind!r}; use one of {', '.join(SELECTOR_KINDS)}")
+
+
+def _visitor_hash(site_id: str, basis: str) -> str:
+    # The same derivation as the pipeline's visitor step.
+    return hashlib.blake2b(f"{site_id}|{basis}".encode(), digest_size=8).hexdigest()
+
+
+def _match_clause(sel: Selector) -> tuple[str, dict[str, Any]]:
+    clauses = []
+    params: dict[str, Any] = {"site_id": sel.site_id}
+    for index, visitor in enumerate(sel.visitor_ids):
+        clauses.append(f"visitor_id = :visitor_{index}")
+        params[f"visitor_{index}"] = visitor
+    if sel.digest:
+        clauses.append("user_data LIKE :digest_pattern")
+        params["digest_pattern"] = f'%"{sel.user_data_key}":"{sel.digest}"%'
+    return "(" + " OR ".join(clauses) + ")", params
+
+
+def person_visitors(conn: sqlite3.Connection, sel: Selector) -> list[str]:
+    """Return every visitor id linked to the selector."""
+    where, params = _match_clause(sel)
+    rows = conn.execute(
+        f"SELECT DISTINCT visitor_id FROM events WHERE site_id = :site_id AND {where}", params
+    ).fetchall()
+    return sorted({*sel.visitor_ids, *(row[0] for row in rows)})
+
+
+def export(conn: sqlite3.Connection, sel: Selector) -> dict[str, Any]:
+    """Return every stored event and session record of the person, as plain JSON values."""
+    visitors = person_visitors(conn, sel)
+    marks = ", ".join("?" for _ in visitors) or "NULL"
+    rows = conn.execute(
+        f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE site_id = ? AND "
+        f"visitor_id IN ({marks}) ORDER BY ts",
+        (sel.site_id, *visitors),
+    ).fetchall()
+    sessions = conn.execute(
+        f"SELECT session_id, last_ts FROM visitor_sessions WHERE site_id = ? AND "
+        f"visitor_id IN ({marks})",
+        (sel.site_id, *visitors),
+    ).fetchall()
+    return {
+        "site_id": sel.site_id,
+        "visitor_ids": visitors,
+        "events": [dict(zip(EVENT_COLUMNS, row, strict=True)) for row in rows],
+        "open_sessions": [{"session_id": row[0], "last_ts": row[1]} for row in sessions],
+    }
+
+
+def request_erasure(conn: sqlite3.Connection, sel: Selector) -> int:
+    """Queue an erasure for the processor; return the request id."""
+    hashes = {"visitor_ids": list(sel.visitor_ids), "key": sel.user_data_key,
+              "digest": sel.digest}
+    cursor = conn.execute(
+        "INSERT INTO privacy_requests (action, site_id, selector_kind, selector_hashes, "
+        "requested_ts) VALUES ('erase', ?, ?, ?, ?)",
+        (sel.site_id, sel.kind, orjson.dumps(hashes).decode(), int(time.time() * 1000)),
+    )
+    request_id = int(cursor.lastrowid or 0)
+    log.info("erasure request %d queued for site %s by %s", request_id, sel.site_id, sel.kind)
+    return request_id
+
+
+def pending_erasures(conn: sqlite3.Connection) -> list[tuple[int, int]]:
+    """Return (request id, requested_ts) of erasures not yet carried out, oldest first."""
+    rows = conn.execute(
+        "SELECT id, requested_ts FROM privacy_requests WHERE done_ts IS NULL ORDER BY id"
+    ).fetchall()
+    return [(int(row[0]), int(row[1])) for row in rows]
+
+
+def carry_out(conn: sqlite3.Connection, request_id: int) -> tuple[int, int]:
+    """Delete the person's events and session state in one transaction; clear the selector.
+
+    Returns the number of events and sessions erased."""
+    row = conn.execute(
+        "SELECT site_id, selector_kind, selector_hashes FROM privacy_requests WHERE id = ?",
+        (request_id,),
+    ).fetchone()
+    site_id, kind, raw = row
+    hashes = orjson.loads(raw)
+    sel = Selector(kind, site_id, tuple(hashes["visitor_ids"]), hashes["key"], hashes["digest"])
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        visitors = person_visitors(conn, sel)
+        marks = ", ".join("?" for _ in visitors) or "NULL"
+        events = conn.execute(
+            f"DELETE FROM events WHERE site_id = ? AND visitor_id IN ({marks})",
+            (site_id, *visitors)).rowcount
+        sessions = conn.execute(
+            f"DELETE FROM visitor_sessions WHERE site_id = ? AND visitor_id IN ({marks})",
+            (site_id, *visitors)).rowcount
+        conn.execute(
+            "UPDATE privacy_requests SET done_ts = ?, events_erased = ?, sessions_erased = ?, "
+            "selector_hashes = NULL WHERE id = ?",
+            (int(time.time() * 1000), events, sessions, request_id))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    # The write-ahead log still holds the erased pages until a checkpoint empties it.
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    log.info("erasure request %d done: %d events, %d sessions", request_id, events, sessions)
+    return events, sessions
+
+
+def request_status(conn: sqlite3.Connection, request_id: int) -> dict[str, Any] | None:
+    row = conn.execute(
+        "SELECT id, action, site_id, selector_kind, requested_ts, done_ts, events_erased, "
+        "sessions_erased FROM privacy_requests WHERE id = ?", (request_id,)).fetchone()
+    if row is None:
+        return None
+    keys = ("id", "action", "site_id", "selector_kind", "requested_ts", "done_ts",
+            "events_erased", "sessions_erased")
+    record = dict(zip(keys, row, strict=True))
+    record["status"] = "done" if record["done_ts"] else "pending"
+    return record
