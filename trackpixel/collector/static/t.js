@@ -188,6 +188,11 @@
       var value = state && state[CONSENT_KEYS[i]];
       if (value == 'granted' || value == 'denied') consent[CONSENT_KEYS[i]] = value;
     }
+    // Withdrawn analytics consent: forget the visitor id and delete its cookie.
+    if (consent.analytics_storage == 'denied') {
+      visitor = '';
+      d.cookie = COOKIE + '=;path=/;max-age=0';
+    }
   }
 
   var api = guard(function (command, a, b, c) {
