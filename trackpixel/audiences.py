@@ -1,4 +1,4 @@
-"""Who may be forwarded to ad platforms and who may enter an audience, as SQL conditions.
+"""SQL conditions for forwarding to ad platforms and for audience membership.
 
 Forwarders and audience exports select through these conditions only, so consent is enforced
 in one place. Bots never qualify, machine email opens never enter an audience.

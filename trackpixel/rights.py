@@ -35,12 +35,12 @@ _STORED_VISITOR_RE = re.compile(r"^[0-9a-f]{16}$")
 
 
 class RightsError(ValueError):
-    """A privacy request is invalid; the message says which value."""
+    """A privacy request is invalid; the message names the value."""
 
 
 @dataclass(frozen=True)
 class Selector:
-    """Who a request is about, reduced to stored identifiers: visitor ids and digests."""
+    """The person a request is about, as stored identifiers: visitor ids and digests."""
 
     kind: str
     site_id: str
@@ -168,7 +168,7 @@ def carry_out(conn: sqlite3.Connection, request_id: int) -> tuple[int, int]:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    # The write-ahead log still holds the erased pages until a checkpoint empties it.
+    # The write-ahead log still contains the erased pages until a checkpoint empties it.
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     log.info("erasure request %d done: %d events, %d sessions", request_id, events, sessions)
     return events, sessions
