@@ -167,6 +167,9 @@ def test_audience_follows_personalization(matrix: tuple[Path, SiteInfo, Server])
     data_dir, site, _ = matrix
     text, params = audiences.audience_sql(site.id, "Matrix", "2000-01-01", "2100-01-01")
     members = {row[0] for row in _run(data_dir, text, params)}
+    listed = cli(data_dir, "audience", "--site", site.id, "--event", "Matrix",
+                 "--from", "2000-01-01", "--to", "2100-01-01").stdout.splitlines()[1:]
+    assert {line.split(",")[0] for line in listed} == members
     visitors_by_id = dict(query(data_dir, "SELECT client_event_id, visitor_id FROM events"))
     # The cookie visitor appears in several cases; the last of them in send order decides.
     expected: dict[str, bool] = {}

@@ -17,20 +17,28 @@ AUDIENCE_ELIGIBLE = ("consent_ad_personalization = 'granted' AND is_bot = 0 "
                      "AND machine_open = 0")
 
 
-def audience_sql(site_id: str, event_name: str, from_day: str, to_day: str) -> tuple[str, dict[str, Any]]:
-    """Visitors who did ``event_name`` in the range and whose latest such event allowed
-    personalisation; a later denial takes a person out."""
+def audience_sql(site_id: str, event_name: str, from_day: str,
+                 to_day: str) -> tuple[str, dict[str, Any]]:
+    """Visitors who did ``event_name`` in the range while personalisation was allowed, and
+    sent no denial of it afterwards; a later denial, in the range or not, takes them out.
+
+    One grouped pass without correlated subqueries, so it runs on SQLite and ClickHouse."""
+    in_range = ("name = :name AND local_day >= :from_day AND local_day <= :to_day AND "
+                + AUDIENCE_ELIGIBLE)
     text = f"""
-SELECT visitor_id, MAX(ts) AS last_ts, COUNT(*) AS events
-FROM events AS e
-WHERE site_id = :site_id AND name = :name AND local_day >= :from_day AND local_day <= :to_day
-  AND {AUDIENCE_ELIGIBLE}
-  AND NOT EXISTS (
-      SELECT 1 FROM events AS later
-      WHERE later.site_id = e.site_id AND later.visitor_id = e.visitor_id
-        AND later.ts > e.ts AND later.consent_ad_personalization = 'denied')
-GROUP BY visitor_id
-ORDER BY last_ts DESC
+SELECT visitor_id, last_ts, events
+FROM (
+    SELECT visitor_id,
+           MAX(CASE WHEN {in_range} THEN ts END) AS last_ts,
+           SUM(CASE WHEN {in_range} THEN 1 ELSE 0 END) AS events,
+           MAX(CASE WHEN consent_ad_personalization = 'denied' THEN ts ELSE 0 END)
+               AS last_denial_ts
+    FROM events
+    WHERE site_id = :site_id
+    GROUP BY visitor_id
+) AS per_visitor
+WHERE events > 0 AND last_ts > last_denial_ts
+ORDER BY last_ts DESC, visitor_id
 """
     return text, {"site_id": site_id, "name": event_name, "from_day": from_day,
                   "to_day": to_day}

@@ -677,6 +677,28 @@ def sites_privacy(
                                   option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
+@app.command()
+@handle_errors
+def audience(
+    site: SiteOption,
+    event: Annotated[str, typer.Option(help="Event name the audience did, e.g. 'Lead Submitted'.")],
+    data_dir: DataDirOption = None,
+    from_day: FromOption = None,
+    to_day: ToOption = None,
+    output: FormatOption = OutputFormat.csv,
+) -> None:
+    """List visitors who did EVENT and may be reached again: ad_personalization granted, no
+    later denial, no bots, no machine opens."""
+    from trackpixel.audiences import audience_sql
+
+    _, store = _open(data_dir)
+    found, query = _query(store, site, from_day, to_day, 1)
+    text, params = audience_sql(found.id, event, query.from_day, query.to_day)
+    rows = [list(row) for row in store.query(text, params)]
+    _print_table(reports.Table(f"Audience: {event}", ["visitor_id", "last_ts", "events"], rows),
+                 output)
+
+
 def _signal_pairs(items: list[str], option: str) -> dict[str, str]:
     pairs = {}
     for item in items:
