@@ -8,14 +8,15 @@ import re
 import secrets
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
 from trackpixel.privacy import PrivacySettings, parse_settings
 
-_DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+_DOMAIN_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
 
 
 class SiteError(Exception):
@@ -34,7 +35,7 @@ class Site:
     timezone: str
     api_key_hash: str
     cookies: bool
-    privacy: PrivacySettings = PrivacySettings()
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
 
     @property
     def zone(self) -> ZoneInfo:
