@@ -204,7 +204,7 @@ def _parse_batch(row: SpoolHit, meta: dict[str, Any], base: str,
 
 def _parse_batch_event(row: SpoolHit, meta: dict[str, Any], uid: str, source: Source,
                        site_id: str, event: Any, batch_visitor: str | None,
-                       consent: dict[str, str] | None) -> Hit:
+                       consent: dict[str, str]) -> Hit:
     if not isinstance(event, dict):
         raise InvalidField("each event must be a JSON object")
     name = fields.event_name(event.get("e"), default=PAGE_VIEW)
