@@ -5,6 +5,15 @@ alone (``trackpixel process``). For each spool it reads rows after the store's c
 processor killed mid-batch redoes that batch on restart, and the store's unique event ids keep
 the redo from storing anything twice. A spool whose collector has exited is drained, then
 deleted.
+
+Events go to the event store (SQLite or ClickHouse); the spool cursors and sessions always go
+to the SQLite state store. With ClickHouse, a batch is inserted there first and the cursor
+advances afterwards, so delivery is at least once and ``ClickHouseStore.write_batch`` skips
+what a replay would store twice. While the event store is unavailable the processor retries
+with exponential backoff and the spools keep growing.
+
+NOTE: erasure requests and retention (``Maintenance``) act on the SQLite ``events`` table
+only; with ClickHouse as the event store they do not delete events there.
 """
 
 from __future__ import annotations
@@ -23,7 +32,13 @@ from trackpixel.pipeline.scrub import scrub_bytes
 from trackpixel.pipeline.steps import Context, SessionTracker, enrich
 from trackpixel.sites import SiteCache
 from trackpixel.spool import SpoolHit, owner_alive, read_hits, spool_files
-from trackpixel.storage.records import EventRow, ProcessedBatch, RejectedRow
+from trackpixel.storage.records import (
+    EventRow,
+    EventStore,
+    ProcessedBatch,
+    RejectedRow,
+    StoreUnavailable,
+)
 from trackpixel.storage.sqlite import SqliteStore, connect
 
 log = logging.getLogger("trackpixel.processor")
@@ -31,6 +46,9 @@ log = logging.getLogger("trackpixel.processor")
 BATCH_ROWS = 2000
 IDLE_SLEEP_S = 0.05
 MAX_RAW_BYTES = 65536
+# Delays between attempts while the event store is unavailable, in seconds.
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 30.0
 
 
 @dataclass
@@ -41,19 +59,28 @@ class Totals:
 
 
 class Processor:
-    def __init__(self, data_dir: DataDir, store: SqliteStore) -> None:
+    """Turns spooled hits into events; ``state`` keeps cursors and sessions, ``events`` the
+    events and rejected hits (the state store itself when none is given)."""
+
+    def __init__(self, data_dir: DataDir, state: SqliteStore,
+                 events: EventStore | None = None) -> None:
         self.data_dir = data_dir
-        self.store = store
+        self.state = state
+        self.events: EventStore = events if events is not None else state
         self.secret = data_dir.secret()
         settings = data_dir.settings()
-        self.context = Context(
-            sites=SiteCache(store.conn),
-            sessions=SessionTracker(store.load_sessions,
-                                    settings.session_timeout_minutes * 60_000),
-        )
+        self._session_timeout_ms = settings.session_timeout_minutes * 60_000
+        self.context = Context(sites=SiteCache(state.conn),
+                               sessions=self._new_session_tracker())
         self.totals = Totals()
+        self.retries = 0
         self._readers: dict[str, sqlite3.Connection] = {}
-        self.maintenance = Maintenance(store.conn, self._open_spools)
+        self._retry_delay = 0.0
+        self._retry_at = 0.0
+        self.maintenance = Maintenance(state.conn, self._open_spools)
+
+    def _new_session_tracker(self) -> SessionTracker:
+        return SessionTracker(self.state.load_sessions, self._session_timeout_ms)
 
     def run(self, stop: threading.Event) -> None:
         """Process until ``stop`` is set, then drain what is already spooled."""
@@ -72,6 +99,8 @@ class Processor:
 
     def drain_once(self) -> int:
         """Process at most one batch from every spool; return the number of rows read."""
+        if time.monotonic() < self._retry_at:
+            return 0
         handled = 0
         for name, path in list(spool_files(self.data_dir.spool_dir)):
             try:
@@ -79,17 +108,37 @@ class Processor:
             except sqlite3.Error as exc:
                 log.error("spool %s: processing failed, will retry: %s", name, exc)
                 self._drop_reader(name)
+            except StoreUnavailable as exc:
+                self._schedule_retry(name, exc)
+                return 0
+        if self._retry_delay:
+            log.info("event store available again after %d retries", self.retries)
+            self._retry_delay = 0.0
+            self.retries = 0
         return handled
+
+    def _schedule_retry(self, spool: str, error: StoreUnavailable) -> None:
+        """Wait before the next attempt, doubling the wait up to ``RETRY_MAX_S``."""
+        self._retry_delay = min(RETRY_MAX_S, self._retry_delay * 2 or RETRY_FIRST_S)
+        self._retry_at = time.monotonic() + self._retry_delay
+        self.retries += 1
+        # The failed batch advanced the in-memory sessions; start again from the stored ones
+        # so the retry assigns the same sessions as the first attempt.
+        self.context.sessions = self._new_session_tracker()
+        log.warning("spool %s: event store unavailable (retry %d in %.1f s): %s",
+                    spool, self.retries, self._retry_delay, error)
 
     def _drain_spool(self, name: str, path: Path) -> int:
         reader = self._readers.get(name)
         if reader is None:
             reader = self._readers[name] = connect(path, readonly=True)
-        cursor = self.store.spool_cursor(name)
+        cursor = self.state.spool_cursor(name)
         rows = read_hits(reader, cursor, BATCH_ROWS)
         if rows:
             batch = self.process(name, rows)
-            result = self.store.write_batch(batch)
+            result = self.events.write_batch(batch)
+            if not self.events.stores_progress:
+                self.state.save_progress(batch)
             self.totals.events += result.stored
             self.totals.rejected += result.rejected
             self.totals.duplicates += result.duplicates
@@ -119,14 +168,14 @@ class Processor:
                               rejected=rejected, sessions=self.context.sessions.take_changes())
 
     def _open_spools(self) -> list[tuple[sqlite3.Connection, int]]:
-        return [(reader, self.store.spool_cursor(name)) for name, reader in self._readers.items()]
+        return [(reader, self.state.spool_cursor(name)) for name, reader in self._readers.items()]
 
     def _retire(self, name: str, path: Path) -> None:
         """Delete a fully processed spool whose collector has exited."""
         self._drop_reader(name)
         for suffix in (".db", ".db-wal", ".db-shm", ".lock"):
             path.with_suffix(suffix).unlink(missing_ok=True)
-        self.store.forget_spool(name)
+        self.state.forget_spool(name)
         log.info("spool %s drained and removed", name)
 
     def _drop_reader(self, name: str) -> None:
@@ -153,7 +202,7 @@ def _rejection(row: SpoolHit, spool: str, index: int, error: InvalidHit) -> Reje
 
 
 def run_processor(data_dir: DataDir, stop: threading.Event | None = None,
-                  parent_pid: int | None = None) -> None:
+                  parent_pid: int | None = None, store_url: str = "sqlite") -> None:
     """Entry point for the processor process; exits when ``parent_pid`` is gone."""
     import os
 
@@ -166,6 +215,31 @@ def run_processor(data_dir: DataDir, stop: threading.Event | None = None,
                     stop.set()
                 time.sleep(0.5)
         threading.Thread(target=watch_parent, daemon=True, name="parent-watch").start()
-    store = SqliteStore(data_dir.db_path)
-    Processor(data_dir, store).run(stop)
-    store.close()
+    state = SqliteStore(data_dir.db_path)
+    events = _open_with_retry(store_url, state, stop)
+    if events is None:
+        state.close()
+        return
+    Processor(data_dir, state, events).run(stop)
+    if events is not state:
+        events.close()
+    state.close()
+
+
+def _open_with_retry(store_url: str, state: SqliteStore,
+                     stop: threading.Event) -> EventStore | None:
+    """Open the event store, retrying with backoff while it is unavailable; None if stopped."""
+    from trackpixel.storage.backends import open_event_store
+
+    delay = RETRY_FIRST_S
+    attempt = 0
+    while not stop.is_set():
+        try:
+            return open_event_store(store_url, state)
+        except StoreUnavailable as exc:
+            attempt += 1
+            log.warning("event store unavailable at start (retry %d in %.1f s): %s",
+                        attempt, delay, exc)
+            stop.wait(delay)
+            delay = min(RETRY_MAX_S, delay * 2)
+    return None

@@ -1,6 +1,10 @@
 """Report SQL, built by pure functions: a ``ReportQuery`` in, SQL text and parameters out.
 
-Placeholders are ``:name``; each store translates them for its driver. Days are the site's
+Placeholders are ``:name``; each store translates them for its driver
+(``trackpixel.storage.dialect``). The text stays within the SQL that SQLite and ClickHouse
+share: an output alias never reuses a column name, because ClickHouse would substitute the
+alias for the column everywhere in the query, and every ORDER BY ends on a unique key so that
+LIMIT keeps the same rows on both backends. Days are the site's
 local days, stored on each event at ingest, so every backend buckets the same way without
 time-zone functions. Bots are excluded from every count of people; machine email opens are
 excluded from everything except the email and data-quality figures.
@@ -147,7 +151,7 @@ SELECT path, COUNT(*) AS page_views, COUNT(DISTINCT visitor_id) AS visitors,
 FROM events
 WHERE {where} AND kind = 'page_view'
 GROUP BY path
-ORDER BY page_views DESC, path
+ORDER BY page_views DESC, path NULLS FIRST
 LIMIT :limit
 """
     return Sql(text, params)
@@ -158,12 +162,12 @@ def sources(query: ReportQuery) -> Sql:
     where, params = _where(query)
     params["limit"] = query.limit
     text = f"""
-SELECT channel, COALESCE(referrer_host, '') AS referrer, COUNT(*) AS sessions,
+SELECT channel, COALESCE(referrer_host, '') AS referrer_key, COUNT(*) AS sessions,
        COUNT(DISTINCT visitor_id) AS visitors
 FROM events
 WHERE {where} AND session_start = 1
 GROUP BY channel, COALESCE(referrer_host, '')
-ORDER BY sessions DESC, channel, referrer
+ORDER BY sessions DESC, channel, referrer_key
 LIMIT :limit
 """
     return Sql(text, params)
@@ -173,8 +177,8 @@ def campaigns(query: ReportQuery) -> Sql:
     where, params = _where(query)
     params["limit"] = query.limit
     text = f"""
-SELECT COALESCE(campaign, '') AS campaign, COALESCE(utm_source, '') AS source,
-       COALESCE(utm_medium, '') AS medium, channel,
+SELECT COALESCE(campaign, '') AS campaign_key, COALESCE(utm_source, '') AS source_key,
+       COALESCE(utm_medium, '') AS medium_key, channel,
        SUM(session_start) AS sessions,
        COUNT(DISTINCT visitor_id) AS visitors,
        SUM(CASE WHEN kind = 'impression' THEN 1 ELSE 0 END) AS impressions,
@@ -185,7 +189,7 @@ SELECT COALESCE(campaign, '') AS campaign, COALESCE(utm_source, '') AS source,
 FROM events
 WHERE {where} AND campaign IS NOT NULL
 GROUP BY COALESCE(campaign, ''), COALESCE(utm_source, ''), COALESCE(utm_medium, ''), channel
-ORDER BY sessions DESC, clicks DESC, campaign
+ORDER BY sessions DESC, clicks DESC, campaign_key, source_key, medium_key, channel
 LIMIT :limit
 """
     return Sql(text, params)
@@ -211,6 +215,55 @@ FROM events
 WHERE {where} AND kind IN ('email_open', 'click') AND campaign IS NOT NULL
 GROUP BY campaign
 ORDER BY opens DESC, campaign
+"""
+    return Sql(text, params)
+
+
+def funnel(query: ReportQuery, steps: list[str], window_ms: int, dialect: str) -> Sql:
+    """Return the funnel query for ``dialect``; both variants return the same row."""
+    if dialect == "clickhouse":
+        return funnel_clickhouse(query, steps, window_ms)
+    return funnel_sqlite(query, steps, window_ms)
+
+
+def funnel_clickhouse(query: ReportQuery, steps: list[str], window_ms: int) -> Sql:
+    """The ``funnel_sqlite`` result computed from each visitor's step timestamps.
+
+    ClickHouse 18.16 has no table-valued CTEs and joins only on equality, so each visitor's
+    step-k times are gathered into an array, and step k's time is the earliest element at or
+    after step k-1's time and within ``window_ms`` of step 1. The row has the same columns as
+    ``funnel_sqlite``: step_1, then step_k and gap_k for each later step.
+    """
+    where, params = _where(query)
+    params["window_ms"] = window_ms
+    arrays = []
+    for index, step in enumerate(steps, start=1):
+        params[f"step_{index}"] = step
+        arrays.append(f"groupArrayIf(ts, name = :step_{index}) AS times_{index}")
+    names = ", ".join(f":step_{index}" for index in range(1, len(steps) + 1))
+    reached = ["notEmpty(times_1) AS reached_1", "arrayReduce('min', times_1) AS t_1"]
+    for index in range(2, len(steps) + 1):
+        reached.append(
+            f"arrayFilter(x -> x >= t_{index - 1} AND x <= t_1 + :window_ms, times_{index}) "
+            f"AS candidates_{index}")
+        reached.append(f"reached_{index - 1} AND notEmpty(candidates_{index}) AS reached_{index}")
+        reached.append(f"arrayReduce('min', candidates_{index}) AS t_{index}")
+    totals = ["countIf(reached_1) AS step_1"]
+    for index in range(2, len(steps) + 1):
+        totals.append(f"countIf(reached_{index}) AS step_{index}")
+        totals.append(f"avgIf(toInt64(t_{index}) - toInt64(t_{index - 1}), reached_{index}) "
+                      f"AS gap_{index}")
+    text = f"""
+SELECT {', '.join(totals)}
+FROM (
+    SELECT {', '.join(reached)}
+    FROM (
+        SELECT visitor_id, {', '.join(arrays)}
+        FROM events
+        WHERE {where} AND name IN ({names})
+        GROUP BY visitor_id
+    ) AS per_visitor
+) AS steps
 """
     return Sql(text, params)
 

@@ -63,8 +63,8 @@ def overview(store: EventStore, site: Site, query: ReportQuery) -> Table:
 
 
 def events(store: EventStore, site: Site, query: ReportQuery) -> Table:
-    return _table(store, "Events", queries.events(query),
-                  ["name", "events", "visitors", "total_value"])
+    return _round_column(_table(store, "Events", queries.events(query),
+                                ["name", "events", "visitors", "total_value"]), "total_value")
 
 
 def pages(store: EventStore, site: Site, query: ReportQuery) -> Table:
@@ -78,9 +78,19 @@ def sources(store: EventStore, site: Site, query: ReportQuery) -> Table:
 
 
 def campaigns(store: EventStore, site: Site, query: ReportQuery) -> Table:
-    return _table(store, "Campaigns", queries.campaigns(query),
-                  ["campaign", "source", "medium", "channel", "sessions", "visitors",
-                   "impressions", "clicks", "human_opens", "custom_events", "total_value"])
+    table = _table(store, "Campaigns", queries.campaigns(query),
+                   ["campaign", "source", "medium", "channel", "sessions", "visitors",
+                    "impressions", "clicks", "human_opens", "custom_events", "total_value"])
+    return _round_column(table, "total_value")
+
+
+def _round_column(table: Table, column: str, digits: int = 2) -> Table:
+    """Round a column of sums of floats, which backends add up in different orders."""
+    index = table.columns.index(column)
+    for row in table.rows:
+        if row[index] is not None:
+            row[index] = round(float(row[index]), digits)
+    return table
 
 
 def email(store: EventStore, site: Site, query: ReportQuery) -> Table:
@@ -89,6 +99,9 @@ def email(store: EventStore, site: Site, query: ReportQuery) -> Table:
                     "unique_clicks"])
     table.columns.append("click_to_open_pct")
     for row in table.rows:
+        # ClickHouse 18.16 returns NULL, not 0, for a COUNT(DISTINCT ...) of only NULLs.
+        row[2] = row[2] or 0
+        row[5] = row[5] or 0
         row.append(percent(row[5], row[2]))
     return table
 
@@ -98,7 +111,8 @@ def funnel(store: EventStore, site: Site, query: ReportQuery, steps: list[str],
     """Each step's visitors, conversion from the previous and first step, and mean gap."""
     if len(steps) < 2:
         raise ValueError("a funnel needs at least two steps")
-    sql = queries.funnel_sqlite(query, steps, window_days * 86_400_000)
+    sql = queries.funnel(query, steps, window_days * 86_400_000,
+                         getattr(store, "dialect", "sqlite"))
     row = _run(store, sql)[0]
     counts = [row[0]] + [row[2 * i - 1] for i in range(1, len(steps))]
     gaps = [None] + [row[2 * i] for i in range(1, len(steps))]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
+from trackpixel.vocab import RejectReason
+
 
 @dataclass(slots=True)
 class EventRow:
@@ -111,18 +113,41 @@ class WriteResult:
     rejected: int
 
 
+class StoreUnavailable(Exception):
+    """The event backend could not be reached or rejected a write; retrying may succeed."""
+
+
 class EventStore(Protocol):
-    """What the processor, the reports and the CLI need from an event backend."""
+    """What the processor, the reports and the CLI need from an event backend.
+
+    ``SqliteStore`` and ``ClickHouseStore`` implement it. Sites, salts, spool cursors and
+    sessions always live in the SQLite state store, whichever event backend is in use.
+    """
 
     dialect: str
+    # True when ``write_batch`` also stores the spool cursor and sessions, in the same
+    # transaction as the events (SQLite). Otherwise the processor saves them in the state
+    # store after ``write_batch`` returns.
+    stores_progress: bool
 
     def write_batch(self, batch: ProcessedBatch) -> WriteResult:
-        """Store a batch and advance the spool cursor; a replayed batch stores nothing twice."""
-
-    def spool_cursor(self, spool: str) -> int:
-        """Return the highest spool row id already stored for ``spool`` (0 if none)."""
+        """Store a batch's events and rejected hits; a replayed batch stores nothing twice."""
 
     def query(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         """Run a report query written with ``:name`` placeholders."""
 
     def close(self) -> None: ...
+
+
+def duplicate_rejection(event: EventRow) -> RejectedRow:
+    """Return the rejected-hit record of an event whose client event id is already stored."""
+    return RejectedRow(
+        hit_uid=event.event_uid,
+        received_ts=event.ts,
+        source=event.source,
+        site_id=event.site_id,
+        reason=RejectReason.DUPLICATE_EVENT_ID.value,
+        detail=f"event {event.name!r} with id {event.client_event_id!r} is already stored",
+        raw=None,
+        user_agent=None,
+    )

@@ -16,8 +16,8 @@ from trackpixel.storage.records import (
     ProcessedBatch,
     SessionState,
     WriteResult,
+    duplicate_rejection,
 )
-from trackpixel.vocab import RejectReason
 
 log = logging.getLogger("trackpixel.storage")
 
@@ -97,6 +97,7 @@ class SqliteStore:
     """
 
     dialect = "sqlite"
+    stores_progress = True
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -122,22 +123,35 @@ class SqliteStore:
                     stored += 1
                 elif self._is_duplicate(event):
                     duplicates += 1
-                    rejected.append(_duplicate_rejection(event))
+                    rejected.append(astuple(duplicate_rejection(event)))
             conn.executemany(_INSERT_REJECTED, rejected)
-            conn.executemany(
-                "INSERT OR REPLACE INTO visitor_sessions VALUES (?, ?, ?, ?)",
-                [astuple(state) for state in batch.sessions],
-            )
-            conn.execute(
-                "INSERT INTO spool_cursors VALUES (?, ?) ON CONFLICT (spool) "
-                "DO UPDATE SET last_rowid = excluded.last_rowid",
-                (batch.spool, batch.last_rowid),
-            )
+            self._store_progress(batch)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         return WriteResult(stored=stored, duplicates=duplicates, rejected=len(rejected))
+
+    def save_progress(self, batch: ProcessedBatch) -> None:
+        """Store a batch's session state and spool cursor (its events are stored elsewhere)."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._store_progress(batch)
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+
+    def _store_progress(self, batch: ProcessedBatch) -> None:
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO visitor_sessions VALUES (?, ?, ?, ?)",
+            [astuple(state) for state in batch.sessions],
+        )
+        self.conn.execute(
+            "INSERT INTO spool_cursors VALUES (?, ?) ON CONFLICT (spool) "
+            "DO UPDATE SET last_rowid = excluded.last_rowid",
+            (batch.spool, batch.last_rowid),
+        )
 
     def _is_duplicate(self, event: EventRow) -> bool:
         replay = self.conn.execute(
@@ -175,15 +189,3 @@ class SqliteStore:
     def close(self) -> None:
         self.conn.close()
 
-
-def _duplicate_rejection(event: EventRow) -> tuple[Any, ...]:
-    return (
-        event.event_uid,
-        event.ts,
-        event.source,
-        event.site_id,
-        RejectReason.DUPLICATE_EVENT_ID.value,
-        f"event {event.name!r} with id {event.client_event_id!r} is already stored",
-        None,
-        None,
-    )

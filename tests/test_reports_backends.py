@@ -1,0 +1,78 @@
+"""Every report returns the same table on SQLite and on ClickHouse for the same events."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from clickhouse_fixtures import (  # noqa: F401 - pytest fixtures
+    FUNNEL_STEPS,
+    SITE_ZONE,
+    ClickHouseServer,
+    clickhouse,
+    clickhouse_binary,
+    generated_batches,
+)
+
+from trackpixel.reports import run as reports
+from trackpixel.reports.queries import ReportQuery
+from trackpixel.sites import Site, add_site
+from trackpixel.storage.clickhouse import ClickHouseStore
+from trackpixel.storage.sqlite import SqliteStore
+
+RANGES = [("2026-03-01", "2026-04-01"), ("2026-03-02", "2026-03-30"), ("2026-03-31",
+                                                                        "2026-03-31")]
+FILTERS = [{}, {"channel": "email"}, {"device_type": "mobile", "browser": "Chrome"}]
+
+
+@pytest.fixture(scope="module")
+def stores(clickhouse: ClickHouseServer, tmp_path_factory: pytest.TempPathFactory,  # noqa: F811
+           ) -> Iterator[tuple[Site, SqliteStore, ClickHouseStore]]:
+    root: Path = tmp_path_factory.mktemp("backends")
+    sqlite_store = SqliteStore(root / "trackpixel.db")
+    site, _ = add_site(sqlite_store.conn, "example.com", timezone=SITE_ZONE)
+    clickhouse_store = ClickHouseStore(clickhouse.url)
+    for batch in generated_batches(site.id):
+        sqlite_store.write_batch(batch)
+        clickhouse_store.write_batch(batch)
+    yield site, sqlite_store, clickhouse_store
+    sqlite_store.close()
+    clickhouse_store.close()
+
+
+def run_report(name: str, store, site: Site, query: ReportQuery):  # type: ignore[no-untyped-def]
+    if name == "funnel":
+        return reports.funnel(store, site, query, FUNNEL_STEPS, window_days=2)
+    return getattr(reports, name)(store, site, query)
+
+
+@pytest.mark.parametrize("name", reports.REPORT_NAMES)
+def test_report_equal_on_both_backends(stores, name: str) -> None:  # type: ignore[no-untyped-def]
+    site, sqlite_store, clickhouse_store = stores
+    for from_day, to_day in RANGES:
+        for filters in FILTERS:
+            query = ReportQuery(site.id, from_day, to_day, limit=7, filters=filters)
+            expected = run_report(name, sqlite_store, site, query)
+            actual = run_report(name, clickhouse_store, site, query)
+            assert actual.columns == expected.columns
+            assert actual.rows == expected.rows, (from_day, to_day, filters)
+
+
+def test_generated_data_covers_reports(stores) -> None:  # type: ignore[no-untyped-def]
+    site, sqlite_store, _ = stores
+    query = ReportQuery(site.id, "2026-03-01", "2026-04-01", limit=50)
+    funnel = run_report("funnel", sqlite_store, site, query)
+    assert funnel.rows[1][2] > 0, "no visitor reached funnel step 2"
+    overview = dict(run_report("overview", sqlite_store, site, query).rows)
+    assert overview["rejected_hits"] > 0
+    assert overview["bot_events"] > 0
+    assert overview["machine_opens"] > 0
+
+
+def test_duplicate_client_ids_rejected_alike(stores) -> None:  # type: ignore[no-untyped-def]
+    site, sqlite_store, clickhouse_store = stores
+    sql = ("SELECT reason, COUNT(*) FROM rejected_hits GROUP BY reason ORDER BY reason")
+    expected = sqlite_store.query(sql, {})
+    assert ("duplicate_event_id",) in [(row[0],) for row in expected]
+    assert clickhouse_store.query(sql, {}) == expected

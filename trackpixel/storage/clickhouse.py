@@ -1,0 +1,365 @@
+"""The ClickHouse event store: events and rejected hits on one server or a sharded cluster.
+
+Sites, salts, spool cursors and sessions stay in the local SQLite ``trackpixel.db``; this store
+holds only ``events`` and ``rejected_hits``. The processor inserts a batch here first and then
+advances its SQLite cursor, so a crash between the two replays the batch. ``write_batch``
+makes that replay harmless: after a failure, and for the first batch of each spool in a new
+process, it asks ClickHouse which of the batch's ids are already stored and skips them.
+
+Store URL: ``clickhouse://[user[:password]@]host[:port]/database[?cluster=NAME&final=1]``.
+With ``cluster`` the migrations create local tables on every shard listed in that cluster's
+``remote_servers`` entry and ``Distributed`` tables on every server. With ``final=1`` report
+queries read ``events`` with ``FINAL``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import astuple, dataclass
+from datetime import date
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from trackpixel.storage import clickhouse_schema as schema
+from trackpixel.storage.dialect import CLICKHOUSE, normalize_row, translate
+from trackpixel.storage.records import (
+    EVENT_COLUMNS,
+    REJECTED_COLUMNS,
+    EventRow,
+    ProcessedBatch,
+    RejectedRow,
+    StoreUnavailable,
+    WriteResult,
+    duplicate_rejection,
+)
+
+log = logging.getLogger("trackpixel.storage.clickhouse")
+
+DEFAULT_PORT = 9000
+CONNECT_TIMEOUT_S = 5
+SEND_RECEIVE_TIMEOUT_S = 120
+# Ids sent in one ``IN (...)`` lookup.
+LOOKUP_CHUNK = 5000
+
+_LOCAL_DAY_INDEX = EVENT_COLUMNS.index("local_day")
+
+
+@dataclass(frozen=True)
+class ClickHouseUrl:
+    """The parts of a ``clickhouse://`` store URL."""
+
+    host: str
+    port: int
+    database: str
+    user: str = "default"
+    password: str = ""
+    cluster: str | None = None
+    final: bool = False
+
+    @classmethod
+    def parse(cls, url: str) -> ClickHouseUrl:
+        parts = urlsplit(url)
+        if parts.scheme != "clickhouse":
+            raise ValueError(f"invalid ClickHouse store URL {url!r}: expected "
+                             "clickhouse://HOST:PORT/DATABASE")
+        database = parts.path.strip("/") or "default"
+        if not database.replace("_", "").isalnum():
+            raise ValueError(f"invalid database name {database!r} in {url!r}: use letters, "
+                             "digits and underscores")
+        query = parse_qs(parts.query)
+        cluster = query.get("cluster", [None])[0]
+        if cluster is not None and not cluster.replace("_", "").isalnum():
+            raise ValueError(f"invalid cluster name {cluster!r} in {url!r}")
+        try:
+            port = parts.port or DEFAULT_PORT
+        except ValueError:
+            raise ValueError(f"invalid port in ClickHouse store URL {url!r}") from None
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=port,
+            database=database,
+            user=unquote(parts.username) if parts.username else "default",
+            password=unquote(parts.password) if parts.password else "",
+            cluster=cluster,
+            final=query.get("final", ["0"])[0] in ("1", "true", "yes"),
+        )
+
+
+def _driver_errors() -> tuple[type[BaseException], ...]:
+    from clickhouse_driver import errors
+
+    return (errors.Error, OSError, EOFError)
+
+
+class ClickHouseStore:
+    """Events and rejected hits in ClickHouse; see the module docstring for the URL."""
+
+    dialect = CLICKHOUSE
+    stores_progress = False
+
+    def __init__(self, url: str, *, apply_migrations: bool = True) -> None:
+        from clickhouse_driver import Client
+
+        self.url = ClickHouseUrl.parse(url)
+        self._client_class = Client
+        self.client = self._connect(self.url.host, self.url.port, self.url.database)
+        # Spools whose next batch may already be stored: every spool when the process starts,
+        # and any spool whose last insert failed part-way.
+        self._verified_spools: set[str] = set()
+        if apply_migrations:
+            self.migrate()
+
+    def _connect(self, host: str, port: int, database: str):  # type: ignore[no-untyped-def]
+        return self._client_class(
+            host=host, port=port, database=database, user=self.url.user,
+            password=self.url.password, connect_timeout=CONNECT_TIMEOUT_S,
+            send_receive_timeout=SEND_RECEIVE_TIMEOUT_S,
+            settings={"insert_distributed_sync": 1} if self.url.cluster else {},
+        )
+
+    # schema
+
+    def migrate(self) -> list[str]:
+        """Apply pending migrations on every server of the store; return the names applied."""
+        try:
+            return self._migrate()
+        except _driver_errors() as exc:
+            raise StoreUnavailable(f"ClickHouse migration on {self.url.host}:{self.url.port} "
+                                   f"failed: {exc}") from exc
+
+    def _migrate(self) -> list[str]:
+        database = self.url.database
+        bootstrap = self._connect(self.url.host, self.url.port, "default")
+        servers = [(self.url.host, self.url.port)]
+        if self.url.cluster:
+            servers = self._cluster_servers(bootstrap)
+        applied: list[str] = []
+        clients = []
+        for host, port in servers:
+            admin = self._connect(host, port, "default")
+            admin.execute(f"CREATE DATABASE IF NOT EXISTS {database}")
+            admin.execute(schema.SCHEMA_MIGRATIONS_DDL.format(db=database))
+            clients.append(admin)
+        names = {"db": database, "cluster": self.url.cluster,
+                 "events": "events_local" if self.url.cluster else "events",
+                 "rejected": "rejected_hits_local" if self.url.cluster else "rejected_hits"}
+        for migration in schema.MIGRATIONS:
+            for client in clients:
+                if self._is_applied(client, migration.name):
+                    continue
+                settings = _ddl_settings(client)
+                for statement in migration.local:
+                    client.execute(statement.format(**names), settings=settings)
+                if self.url.cluster:
+                    # Every shard has its local tables before any Distributed table exists.
+                    continue
+                self._record(client, migration.name)
+                applied.append(migration.name)
+            if not self.url.cluster:
+                continue
+            for client in clients:
+                if self._is_applied(client, migration.name):
+                    continue
+                settings = _ddl_settings(client)
+                for statement in migration.distributed:
+                    client.execute(statement.format(**names), settings=settings)
+                self._record(client, migration.name)
+                applied.append(migration.name)
+        for client in [bootstrap, *clients]:
+            client.disconnect()
+        for name in applied:
+            log.info("applied ClickHouse migration %s", name)
+        return applied
+
+    def _cluster_servers(self, client: Any) -> list[tuple[str, int]]:
+        rows = client.execute(
+            "SELECT host_address, port FROM system.clusters WHERE cluster = %(cluster)s "
+            "ORDER BY shard_num, replica_num", {"cluster": self.url.cluster})
+        if not rows:
+            raise ValueError(f"cluster {self.url.cluster!r} is not in the remote_servers "
+                             f"configuration of {self.url.host}:{self.url.port}")
+        return [(str(host), int(port)) for host, port in rows]
+
+    def _is_applied(self, client: Any, name: str) -> bool:
+        rows = client.execute(
+            f"SELECT count() FROM {self.url.database}.schema_migrations WHERE name = %(name)s",
+            {"name": name})
+        return bool(rows[0][0])
+
+    def _record(self, client: Any, name: str) -> None:
+        client.execute(f"INSERT INTO {self.url.database}.schema_migrations (name, applied_ts) "
+                       "VALUES", [(name, int(time.time()))], types_check=False)
+
+    # writes
+
+    def write_batch(self, batch: ProcessedBatch) -> WriteResult:
+        """Insert a batch's events and rejected hits; a replayed batch stores nothing twice.
+
+        A later event with a stored (site, name, client event id) is recorded in
+        ``rejected_hits`` as ``duplicate_event_id``, as the SQLite store does.
+        Raises ``StoreUnavailable`` when ClickHouse cannot be reached or the insert fails.
+        """
+        try:
+            return self._write_batch(batch)
+        except _driver_errors() as exc:
+            self._verified_spools.discard(batch.spool)
+            raise StoreUnavailable(f"ClickHouse insert into {self.url.host}:{self.url.port} "
+                                   f"failed: {exc}") from exc
+
+    def _write_batch(self, batch: ProcessedBatch) -> WriteResult:
+        events = batch.events
+        rejected = list(batch.rejected)
+        if batch.spool not in self._verified_spools:
+            stored_events = self._stored_event_uids(events)
+            stored_hits = self._stored_hit_uids([row.hit_uid for row in rejected]
+                                                + [event.event_uid for event in events])
+            events = [event for event in events if event.event_uid not in stored_events]
+            rejected = [row for row in rejected if row.hit_uid not in stored_hits]
+        else:
+            stored_hits = set()
+
+        kept, duplicates = self._split_duplicates(events)
+        rejected.extend(row for row in duplicates if row.hit_uid not in stored_hits)
+        if kept:
+            self.client.execute(
+                f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES",
+                [_event_values(event) for event in kept], types_check=False)
+        if rejected:
+            self.client.execute(
+                f"INSERT INTO rejected_hits ({', '.join(REJECTED_COLUMNS)}) VALUES",
+                [astuple(row) for row in rejected], types_check=False)
+        self._verified_spools.add(batch.spool)
+        return WriteResult(stored=len(kept), duplicates=len(duplicates), rejected=len(rejected))
+
+    def _split_duplicates(self, events: list[EventRow]) -> tuple[list[EventRow], list[RejectedRow]]:
+        """Separate events whose client event id is already stored (or earlier in the batch)."""
+        with_ids = [event for event in events if event.client_event_id is not None]
+        if not with_ids:
+            return events, []
+        owners = self._stored_client_ids(with_ids)
+        kept: list[EventRow] = []
+        duplicates: list[RejectedRow] = []
+        for event in events:
+            if event.client_event_id is None:
+                kept.append(event)
+                continue
+            key = (event.site_id, event.name, event.client_event_id)
+            owner = owners.get(key)
+            if owner is not None and owner != event.event_uid:
+                duplicates.append(duplicate_rejection(event))
+                continue
+            owners[key] = event.event_uid
+            kept.append(event)
+        return kept, duplicates
+
+    def _stored_client_ids(self, events: list[EventRow]) -> dict[tuple[str, str, str], str]:
+        # NOTE: this lookup and the insert are not one transaction, so two processors writing
+        # the same client event id at the same moment can both store it.
+        owners: dict[tuple[str, str, str], str] = {}
+        by_site: dict[tuple[str, str], list[str]] = {}
+        for event in events:
+            assert event.client_event_id is not None
+            by_site.setdefault((event.site_id, event.name), []).append(event.client_event_id)
+        for (site_id, name), ids in by_site.items():
+            for start in range(0, len(ids), LOOKUP_CHUNK):
+                rows = self.client.execute(
+                    "SELECT client_event_id, min(event_uid) FROM events "
+                    "WHERE site_id = %(site)s AND name = %(name)s "
+                    "AND client_event_id IN %(ids)s GROUP BY client_event_id",
+                    {"site": site_id, "name": name, "ids": tuple(ids[start:start + LOOKUP_CHUNK])})
+                for client_id, uid in rows:
+                    owners[(site_id, name, client_id)] = uid
+        return owners
+
+    def _stored_event_uids(self, events: list[EventRow]) -> set[str]:
+        if not events:
+            return set()
+        found: set[str] = set()
+        sites = tuple(sorted({event.site_id for event in events}))
+        days = tuple(sorted({date.fromisoformat(event.local_day) for event in events}))
+        uids = [event.event_uid for event in events]
+        for start in range(0, len(uids), LOOKUP_CHUNK):
+            rows = self.client.execute(
+                "SELECT event_uid FROM events WHERE site_id IN %(sites)s "
+                "AND local_day IN %(days)s AND event_uid IN %(uids)s",
+                {"sites": sites, "days": days, "uids": tuple(uids[start:start + LOOKUP_CHUNK])})
+            found.update(row[0] for row in rows)
+        return found
+
+    def _stored_hit_uids(self, uids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(uids), LOOKUP_CHUNK):
+            rows = self.client.execute(
+                "SELECT hit_uid FROM rejected_hits WHERE hit_uid IN %(uids)s",
+                {"uids": tuple(uids[start:start + LOOKUP_CHUNK])})
+            found.update(row[0] for row in rows)
+        return found
+
+    def insert_events(self, events: list[EventRow]) -> None:
+        """Insert events as they are, without duplicate checks (used by ``trackpixel migrate``,
+        which checks its own checkpoint)."""
+        try:
+            self.client.execute(
+                f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES",
+                [_event_values(event) for event in events], types_check=False)
+        except _driver_errors() as exc:
+            raise StoreUnavailable(f"ClickHouse insert failed: {exc}") from exc
+
+    def insert_rejected(self, rows: list[RejectedRow]) -> None:
+        try:
+            self.client.execute(
+                f"INSERT INTO rejected_hits ({', '.join(REJECTED_COLUMNS)}) VALUES",
+                [astuple(row) for row in rows], types_check=False)
+        except _driver_errors() as exc:
+            raise StoreUnavailable(f"ClickHouse insert failed: {exc}") from exc
+
+    # reads
+
+    def query(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Run a report query written with ``:name`` placeholders; values come back as SQLite
+        would return them (days as 'YYYY-MM-DD' strings, nan as None)."""
+        text = translate(sql, CLICKHOUSE, final=self.url.final)
+        values = {key: _query_param(value) for key, value in params.items()}
+        try:
+            rows = self.client.execute(text, values)
+        except _driver_errors() as exc:
+            if _is_query_error(exc):
+                raise
+            raise StoreUnavailable(f"ClickHouse query on {self.url.host}:{self.url.port} "
+                                   f"failed: {exc}") from exc
+        return [normalize_row(row) for row in rows]
+
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run ClickHouse SQL as it is (``%(name)s`` placeholders)."""
+        return list(self.client.execute(sql, params or {}))
+
+    def close(self) -> None:
+        self.client.disconnect()
+
+
+def _event_values(event: EventRow) -> tuple[Any, ...]:
+    values = list(astuple(event))
+    values[_LOCAL_DAY_INDEX] = date.fromisoformat(event.local_day)
+    return tuple(values)
+
+
+def _query_param(value: Any) -> Any:
+    return value
+
+
+def _ddl_settings(client: Any) -> dict[str, int]:
+    """Return the settings that let this server create LowCardinality columns."""
+    major = int(client.execute("SELECT toUInt32(splitByChar('.', version())[1])")[0][0])
+    # LowCardinality is experimental in 18.x; 19.x and later reject the setting's name.
+    return {"allow_experimental_low_cardinality_type": 1} if major < 19 else {}
+
+
+def _is_query_error(exc: BaseException) -> bool:
+    """Return True for a server error about the query itself, which a retry cannot fix."""
+    from clickhouse_driver import errors
+
+    return isinstance(exc, errors.ServerException) and exc.code in (
+        errors.ErrorCodes.SYNTAX_ERROR, errors.ErrorCodes.UNKNOWN_IDENTIFIER,
+        errors.ErrorCodes.ILLEGAL_TYPE_OF_ARGUMENT, errors.ErrorCodes.UNKNOWN_FUNCTION,
+        errors.ErrorCodes.UNKNOWN_TABLE, errors.ErrorCodes.NO_SUCH_COLUMN_IN_TABLE)
