@@ -1,0 +1,86 @@
+"""Ad impressions, tracked links and email campaigns through the real server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+from server import Server, SiteInfo, cli, query, wait_drained
+
+UA = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 "
+      "(KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1")
+GMAIL_PROXY = ("Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 "
+               "(via ggpht.com GoogleImageProxy)")
+
+
+def test_impression_pixel_fields(server: Server, site: SiteInfo, data_dir: Path) -> None:
+    response = httpx.get(
+        f"{server.base}/p.gif?s={site.id}&e=impression&cmp=spring&crv=banner-a&plc=news-top"
+        "&cb=839201", headers={"User-Agent": UA})
+    wait_drained(data_dir)
+
+    assert response.status_code == 200
+    assert query(data_dir, "SELECT kind, campaign, creative, placement, session_start, "
+                           "device_type FROM events") == [
+        ("impression", "spring", "banner-a", "news-top", 0, "mobile")]
+
+
+def test_click_redirect_keeps_query(server: Server, site: SiteInfo, data_dir: Path) -> None:
+    destination = ("https://example.com/rates?utm_source=newsletter&utm_medium=email"
+                   "&utm_campaign=spring&gclid=Cj0KCQ-Abc_1")
+    url = cli(data_dir, "link", destination, "--site", site.id, "--campaign", "spring",
+              "--creative", "hero", "--recipient", "sub-9", "--collector",
+              server.base).stdout.strip()
+
+    response = httpx.get(url, headers={"User-Agent": UA}, follow_redirects=False)
+    wait_drained(data_dir)
+
+    assert response.status_code == 302
+    assert response.headers["location"] == destination
+    rows = query(data_dir, "SELECT kind, campaign, creative, channel, utm_source, "
+                           "click_id_type, click_id FROM events")
+    assert rows == [("click", "spring", "hero", "paid_search", "newsletter", "gclid",
+                     "Cj0KCQ-Abc_1")]
+
+
+def test_campaign_report_counts(server: Server, site: SiteInfo, data_dir: Path) -> None:
+    for number in range(4):
+        httpx.get(f"{server.base}/p.gif?s={site.id}&e=impression&cmp=autumn&cb={number}",
+                  headers={"User-Agent": UA})
+    link = cli(data_dir, "link", "https://example.com/", "--site", site.id, "--campaign",
+               "autumn", "--channel", "display", "--collector", server.base).stdout.strip()
+    httpx.get(link, headers={"User-Agent": UA})
+    wait_drained(data_dir)
+
+    rows = json.loads(cli(data_dir, "report", "campaigns", "--site", site.id, "--format",
+                          "json").stdout)
+    autumn = [row for row in rows if row["campaign"] == "autumn"]
+    assert sum(row["impressions"] for row in autumn) == 4
+    assert sum(row["clicks"] for row in autumn) == 1
+
+
+def test_machine_opens_kept_apart(server: Server, site: SiteInfo, data_dir: Path) -> None:
+    (data_dir / "config.toml").write_text("")
+    cli(data_dir, "sites", "privacy", site.id, "--default", "analytics_storage=granted",
+        "--region", "EEA:analytics_storage=granted", "--region", "GB:analytics_storage=granted",
+        "--region", "CH:analytics_storage=granted")
+    pixels = {}
+    for recipient in ("r1", "r2"):
+        tag = cli(data_dir, "email-pixel", "--site", site.id, "--campaign", "weekly",
+                  "--recipient", recipient, "--collector", server.base).stdout
+        pixels[recipient] = tag.split('src="')[1].split('"')[0]
+    httpx.get(pixels["r1"], headers={"User-Agent": UA})
+    httpx.get(pixels["r1"], headers={"User-Agent": UA})
+    httpx.get(pixels["r2"], headers={"User-Agent": GMAIL_PROXY})
+    httpx.get(pixels["r2"], headers={"User-Agent": "Mozilla/5.0"})
+    wait_drained(data_dir)
+
+    report = json.loads(cli(data_dir, "report", "email", "--site", site.id, "--format",
+                            "json").stdout)
+    assert report == [{"campaign": "weekly", "opens": 4, "unique_human_opens": 1,
+                       "machine_opens": 2, "clicks": 0, "unique_clicks": 0,
+                       "click_to_open_pct": 0.0}]
+    reasons = query(data_dir, "SELECT bot_reason FROM events WHERE machine_open = 1 "
+                              "ORDER BY bot_reason")
+    assert reasons == [("apple_mail_privacy",), ("gmail_image_proxy",)]
