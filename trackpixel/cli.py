@@ -25,6 +25,7 @@ from trackpixel.config import ConfigError, DataDir, resolve_data_dir
 from trackpixel.reports import run as reports
 from trackpixel.reports.queries import ReportQuery
 from trackpixel.sites import Site, SiteError, add_site, get_site, list_sites
+from trackpixel.storage.records import EventStore
 from trackpixel.storage.sqlite import SqliteStore, connect, migrate
 
 app = typer.Typer(help="Self-hosted tracking pixel and conversion measurement server.",
@@ -90,6 +91,23 @@ def _open(data_dir: str | None) -> tuple[DataDir, SqliteStore]:
     return directory, SqliteStore(directory.db_path)
 
 
+StoreOption = Annotated[str | None, typer.Option(
+    "--store", envvar="TRACKPIXEL_STORE", show_envvar=True,
+    help="Event store: 'sqlite' (trackpixel.db in the data directory) or "
+         "'clickhouse://HOST:PORT/DATABASE' [default: store in config.toml, else sqlite].")]
+
+
+def _open_events(directory: DataDir, state: SqliteStore, store: str | None) -> EventStore:
+    """Open the event store chosen by ``--store`` or config.toml (``state`` for SQLite)."""
+    from trackpixel.storage.backends import open_event_store, resolve_store_url
+    from trackpixel.storage.records import StoreUnavailable
+
+    try:
+        return open_event_store(resolve_store_url(directory, store), state)
+    except StoreUnavailable as exc:
+        raise CliError(f"{exc}; check that ClickHouse is running and --store is right") from None
+
+
 # serve / process
 
 @app.command()
@@ -101,12 +119,16 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, help="Collector worker processes.")] = 1,
     processor: Annotated[bool, typer.Option(
         help="Also run the processor that turns spooled hits into events.")] = True,
+    store: StoreOption = None,
 ) -> None:
     """Run the collector (pixel, beacon, snippet, redirects, API) and the processor."""
     from trackpixel.serve import serve as run_server
+    from trackpixel.storage.backends import resolve_store_url
 
     logs.configure()
-    run_server(resolve_data_dir(data_dir), host, port, workers, with_processor=processor)
+    directory = resolve_data_dir(data_dir)
+    run_server(directory, host, port, workers, with_processor=processor,
+               store_url=resolve_store_url(directory, store))
 
 
 @app.command()
@@ -114,13 +136,14 @@ def serve(
 def process(
     data_dir: DataDirOption = None,
     once: Annotated[bool, typer.Option(help="Drain the spools, then exit.")] = False,
+    store: StoreOption = None,
 ) -> None:
     """Run only the processor: spooled hits to enriched events."""
     from trackpixel.pipeline.processor import Processor
 
     logs.configure()
-    directory, store = _open(data_dir)
-    worker = Processor(directory, store)
+    directory, state = _open(data_dir)
+    worker = Processor(directory, state, _open_events(directory, state, store))
     if once:
         while worker.drain_once():
             pass
@@ -315,10 +338,10 @@ def _simple_report(name: str, runner: Callable[..., reports.Table], doc: str) ->
     @handle_errors
     def command(site: SiteOption, data_dir: DataDirOption = None, from_day: FromOption = None,
                 to_day: ToOption = None, output: FormatOption = OutputFormat.table,
-                limit: LimitOption = 50) -> None:
-        _, store = _open(data_dir)
-        found, query = _query(store, site, from_day, to_day, limit)
-        _print_table(runner(store, found, query), output)
+                limit: LimitOption = 50, store: StoreOption = None) -> None:
+        directory, state = _open(data_dir)
+        found, query = _query(state, site, from_day, to_day, limit)
+        _print_table(runner(_open_events(directory, state, store), found, query), output)
 
 
 _simple_report("overview", reports.overview,
@@ -344,14 +367,39 @@ def report_funnel(
     window_days: Annotated[int, typer.Option(
         min=1, help="Days after the first step within which later steps count.")] = 30,
     output: FormatOption = OutputFormat.table,
+    store: StoreOption = None,
 ) -> None:
     """Visitors at each step, conversion and drop-off between steps."""
     names = [part.strip() for part in steps.split(",") if part.strip()]
     if len(names) < 2:
         raise CliError("--steps needs at least two comma-separated event names")
-    _, store = _open(data_dir)
-    found, query = _query(store, site, from_day, to_day, 50)
-    _print_table(reports.funnel(store, found, query, names, window_days), output)
+    directory, state = _open(data_dir)
+    found, query = _query(state, site, from_day, to_day, 50)
+    events = _open_events(directory, state, store)
+    _print_table(reports.funnel(events, found, query, names, window_days), output)
+
+
+# copying a store
+
+@app.command("migrate")
+@handle_errors
+def migrate_store(
+    source: Annotated[str, typer.Option(
+        "--from", help="Store to copy from: 'sqlite:PATH' (a trackpixel.db file).")],
+    target: Annotated[str, typer.Option(
+        "--to", help="Store to copy into: 'clickhouse://HOST:PORT/DATABASE'.")],
+    batch_rows: Annotated[int, typer.Option(
+        min=1, help="Events read and inserted per step.")] = 50_000,
+) -> None:
+    """Copy events and rejected hits from SQLite into ClickHouse, resumably.
+
+    Progress is checkpointed by the last copied ``events.id`` in ClickHouse, so a copy that
+    stops part-way continues where it stopped when run again.
+    """
+    from trackpixel.storage.copy import copy_store
+
+    logs.configure()
+    copy_store(source, target, batch_rows=batch_rows, console=error_console)
 
 
 def _print_table(table: reports.Table, output: OutputFormat) -> None:

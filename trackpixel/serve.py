@@ -24,7 +24,7 @@ from trackpixel.storage.sqlite import connect, migrate
 log = logging.getLogger("trackpixel.serve")
 
 
-def _processor_main(root: str, parent_pid: int) -> None:
+def _processor_main(root: str, parent_pid: int, store_url: str) -> None:
     logs.configure()
     stop = threading.Event()
 
@@ -37,19 +37,22 @@ def _processor_main(root: str, parent_pid: int) -> None:
     # sees all spools complete.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from pathlib import Path
-    run_processor(DataDir(Path(root)), stop, parent_pid=parent_pid)
+    run_processor(DataDir(Path(root)), stop, parent_pid=parent_pid, store_url=store_url)
 
 
-def start_processor(data_dir: DataDir) -> multiprocessing.process.BaseProcess:
+def start_processor(data_dir: DataDir,
+                    store_url: str = "sqlite") -> multiprocessing.process.BaseProcess:
     context = multiprocessing.get_context("spawn")
-    process = context.Process(target=_processor_main, args=(str(data_dir.root), os.getpid()),
+    process = context.Process(target=_processor_main,
+                              args=(str(data_dir.root), os.getpid(), store_url),
                               name="trackpixel-processor")
     process.start()
     return process
 
 
 def serve(data_dir: DataDir, host: str, port: int, workers: int, *,
-          with_processor: bool = True) -> None:
+          with_processor: bool = True, store_url: str = "sqlite") -> None:
+    """Serve until stopped; the processor writes events to the store at ``store_url``."""
     data_dir.ensure()
     data_dir.settings()  # fail early on an invalid config.toml
     conn = connect(data_dir.db_path)
@@ -57,7 +60,7 @@ def serve(data_dir: DataDir, host: str, port: int, workers: int, *,
     conn.close()
     os.environ[DATA_DIR_ENV] = str(data_dir.root)
 
-    processor = start_processor(data_dir) if with_processor else None
+    processor = start_processor(data_dir, store_url) if with_processor else None
     server = Server(
         "trackpixel.collector.app:create_app",
         factory=True,
@@ -69,8 +72,8 @@ def serve(data_dir: DataDir, host: str, port: int, workers: int, *,
         backlog=2048,
         log_access=False,
     )
-    log.info("serving on http://%s:%d with %d worker(s), data in %s", host, port, workers,
-             data_dir.root)
+    log.info("serving on http://%s:%d with %d worker(s), data in %s, events in %s", host, port,
+             workers, data_dir.root, _redacted(store_url))
     try:
         server.serve()
     finally:
@@ -78,3 +81,14 @@ def serve(data_dir: DataDir, host: str, port: int, workers: int, *,
             processor.terminate()
             processor.join(timeout=60)
             log.info("processor exited with code %s", processor.exitcode)
+
+
+def _redacted(store_url: str) -> str:
+    """Return the store URL without a password, for logs."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(store_url)
+    if parts.password is None:
+        return store_url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))

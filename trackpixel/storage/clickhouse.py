@@ -3,8 +3,9 @@
 Sites, salts, spool cursors and sessions stay in the local SQLite ``trackpixel.db``; this store
 holds only ``events`` and ``rejected_hits``. The processor inserts a batch here first and then
 advances its SQLite cursor, so a crash between the two replays the batch. ``write_batch``
-makes that replay harmless: after a failure, and for the first batch of each spool in a new
-process, it asks ClickHouse which of the batch's ids are already stored and skips them.
+makes that replay harmless: after a failure, and for the first batches of each spool in a new
+process, it asks ClickHouse which of the batch's ids are already stored and skips them. The
+checks stop for a spool once one of its batches is found entirely new.
 
 Store URL: ``clickhouse://[user[:password]@]host[:port]/database[?cluster=NAME&final=1]``.
 With ``cluster`` the migrations create local tables on every shard listed in that cluster's
@@ -15,9 +16,8 @@ queries read ``events`` with ``FINAL``.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import astuple, dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -189,7 +189,7 @@ class ClickHouseStore:
 
     def _record(self, client: Any, name: str) -> None:
         client.execute(f"INSERT INTO {self.url.database}.schema_migrations (name, applied_ts) "
-                       "VALUES", [(name, int(time.time()))], types_check=False)
+                       "VALUES", [(name, datetime.now())], types_check=False)
 
     # writes
 
@@ -210,14 +210,16 @@ class ClickHouseStore:
     def _write_batch(self, batch: ProcessedBatch) -> WriteResult:
         events = batch.events
         rejected = list(batch.rejected)
-        if batch.spool not in self._verified_spools:
+        verified = batch.spool in self._verified_spools
+        stored_hits: set[str] = set()
+        if not verified:
             stored_events = self._stored_event_uids(events)
             stored_hits = self._stored_hit_uids([row.hit_uid for row in rejected]
                                                 + [event.event_uid for event in events])
             events = [event for event in events if event.event_uid not in stored_events]
             rejected = [row for row in rejected if row.hit_uid not in stored_hits]
-        else:
-            stored_hits = set()
+            # Once a batch turns out to be entirely new, the ones after it are new as well.
+            verified = not stored_events and not stored_hits
 
         kept, duplicates = self._split_duplicates(events)
         rejected.extend(row for row in duplicates if row.hit_uid not in stored_hits)
@@ -229,7 +231,8 @@ class ClickHouseStore:
             self.client.execute(
                 f"INSERT INTO rejected_hits ({', '.join(REJECTED_COLUMNS)}) VALUES",
                 [astuple(row) for row in rejected], types_check=False)
-        self._verified_spools.add(batch.spool)
+        if verified:
+            self._verified_spools.add(batch.spool)
         return WriteResult(stored=len(kept), duplicates=len(duplicates), rejected=len(rejected))
 
     def _split_duplicates(self, events: list[EventRow]) -> tuple[list[EventRow], list[RejectedRow]]:
@@ -330,9 +333,10 @@ class ClickHouseStore:
                                    f"failed: {exc}") from exc
         return [normalize_row(row) for row in rows]
 
-    def execute(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        """Run ClickHouse SQL as it is (``%(name)s`` placeholders)."""
-        return list(self.client.execute(sql, params or {}))
+    def execute(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+        """Run ClickHouse SQL as it is: ``%(name)s`` placeholders, or rows for an INSERT."""
+        result = self.client.execute(sql, params or {}, types_check=False)
+        return list(result) if isinstance(result, list) else []
 
     def close(self) -> None:
         self.client.disconnect()

@@ -117,6 +117,15 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ENGINE = Distributed({cluster}, {db}, rejected_hits_local, sipHash64(hit_uid))",
         ),
     ),
+    Migration(
+        name="0002_copy_checkpoints",
+        local=(
+            # ``trackpixel migrate`` progress: the highest source row id copied per table.
+            "CREATE TABLE IF NOT EXISTS {db}.copy_checkpoints (source String, "
+            "table_name String, last_id UInt64, updated DateTime) "
+            "ENGINE = ReplacingMergeTree ORDER BY (source, table_name, last_id)",
+        ),
+    ),
 )
 
 SCHEMA_MIGRATIONS_DDL = (
