@@ -299,3 +299,474 @@ def funnel_sqlite(query: ReportQuery, steps: list[str], window_ms: int) -> Sql:
     )
     text = "WITH " + ",\n".join(ctes) + f"\nSELECT {counts}"
     return Sql(text, params)
+
+
+# Dashboard and report API builders.
+#
+# These accept the dashboard filters in ``ReportQuery.filters``: any column of
+# ``DASHBOARD_FILTERABLE`` and ``prop:KEY`` for a custom-event property. The SQL stays within
+# what SQLite and ClickHouse share, except for the property lookup, which ``property_value``
+# writes per dialect.
+
+DASHBOARD_FILTERABLE = (*FILTERABLE, "country", "utm_term", "utm_content", "referrer_host")
+PROPERTY_FILTER_PREFIX = "prop:"
+MAX_PROPERTY_KEY_CHARS = 64
+# Dimensions a breakdown report may group by, mapped to their column.
+BREAKDOWN_COLUMNS = {"devices": "device_type", "browsers": "browser", "os": "os",
+                     "countries": "country"}
+
+
+def property_value(dialect: str, key_param: str, alias: str = "") -> str:
+    """Return SQL for the text value of the custom property named by ``:key_param``."""
+    column = f"{alias}.props" if alias else "props"
+    if dialect == "clickhouse":
+        # JSONExtractRaw keeps numbers as written; strings come back quoted.
+        return f"trim(BOTH '\"' FROM JSONExtractRaw({column}, :{key_param}))"
+    return f"CAST(json_extract({column}, :{key_param}) AS TEXT)"
+
+
+def property_key_param(dialect: str, key: str) -> str:
+    """Return the bound value naming ``key`` for ``property_value`` in ``dialect``."""
+    if not key or len(key) > MAX_PROPERTY_KEY_CHARS or '"' in key or "\\" in key:
+        raise ValueError(f"invalid property name {key!r}: use 1 to {MAX_PROPERTY_KEY_CHARS} "
+                         "characters without quotes or backslashes")
+    return key if dialect == "clickhouse" else f'$."{key}"'
+
+
+def dashboard_where(query: ReportQuery, *, dialect: str = "sqlite", people: bool = True,
+                    alias: str = "") -> tuple[str, dict[str, Any]]:
+    """Return the WHERE text and parameters for site, day range, people and every filter."""
+    prefix = f"{alias}." if alias else ""
+    clauses = [f"{prefix}site_id = :site_id", f"{prefix}local_day >= :from_day",
+               f"{prefix}local_day <= :to_day"]
+    params: dict[str, Any] = {"site_id": query.site_id, "from_day": query.from_day,
+                              "to_day": query.to_day}
+    if people:
+        clauses.append(f"{prefix}is_bot = 0")
+        clauses.append(f"{prefix}machine_open = 0")
+    for index, (key, value) in enumerate(sorted(query.filters.items())):
+        if key.startswith(PROPERTY_FILTER_PREFIX):
+            name = key[len(PROPERTY_FILTER_PREFIX):]
+            params[f"fkey_{index}"] = property_key_param(dialect, name)
+            clauses.append(f"{property_value(dialect, f'fkey_{index}', alias)} = :filter_{index}")
+        elif key in DASHBOARD_FILTERABLE:
+            clauses.append(f"{prefix}{key} = :filter_{index}")
+        else:
+            raise ValueError(f"cannot filter on {key!r}; filterable: "
+                             f"{', '.join(DASHBOARD_FILTERABLE)} or prop:NAME")
+        params[f"filter_{index}"] = value
+    return " AND ".join(clauses), params
+
+
+def totals(query: ReportQuery, *, dialect: str = "sqlite", goal: str | None = None) -> Sql:
+    """Visitors, sessions, page views, events and conversions over the whole range.
+
+    Visitors and sessions are distinct counts over the range, never sums of daily counts. A
+    conversion is a custom event, or only the custom event named ``goal`` when given.
+    """
+    where, params = dashboard_where(query, dialect=dialect)
+    goal_clause = ""
+    if goal:
+        goal_clause = " AND name = :goal"
+        params["goal"] = goal
+    text = f"""
+SELECT
+    COUNT(DISTINCT visitor_id) AS visitors,
+    COUNT(DISTINCT CASE WHEN session_start = 1 THEN session_id END) AS sessions,
+    SUM(CASE WHEN kind = 'page_view' THEN 1 ELSE 0 END) AS page_views,
+    COUNT(*) AS events,
+    SUM(CASE WHEN kind = 'custom'{goal_clause} THEN 1 ELSE 0 END) AS conversions,
+    SUM(CASE WHEN kind = 'custom'{goal_clause} THEN COALESCE(value, 0) ELSE 0 END)
+        AS conversion_value
+FROM events
+WHERE {where}
+"""
+    return Sql(text, params)
+
+
+def session_stats(query: ReportQuery, *, dialect: str = "sqlite") -> Sql:
+    """Sessions that started in the range: how many, how many bounced, their mean length.
+
+    A bounce is a session with one page view or beacon event. Length is the time from its
+    first to its last event inside the range, in seconds.
+    """
+    where, params = dashboard_where(query, dialect=dialect)
+    text = f"""
+SELECT
+    COUNT(*) AS sessions,
+    SUM(CASE WHEN hits = 1 THEN 1 ELSE 0 END) AS bounces,
+    AVG((last_ts - first_ts) / 1000.0) AS mean_duration_s
+FROM (
+    SELECT session_id, COUNT(*) AS hits, MIN(ts) AS first_ts, MAX(ts) AS last_ts,
+           MAX(session_start) AS started
+    FROM events
+    WHERE {where} AND source IN ('pixel', 'beacon')
+    GROUP BY session_id
+) AS per_session
+WHERE started = 1
+"""
+    return Sql(text, params)
+
+
+def week_bucket(days: list[str]) -> tuple[str, dict[str, Any]]:
+    """Return a CASE expression mapping ``local_day`` to the Monday of its week.
+
+    ``days`` are the Mondays that start each week of the range, in order. Weeks are cut on
+    stored local days, so no backend needs date functions.
+    """
+    if not days:
+        raise ValueError("a weekly series needs at least one week")
+    params: dict[str, Any] = {}
+    branches = []
+    for index, monday in enumerate(days[1:], start=1):
+        params[f"week_{index}"] = monday
+        params[f"week_label_{index - 1}"] = days[index - 1]
+        branches.append(f"WHEN local_day < :week_{index} THEN :week_label_{index - 1}")
+    params["week_label_last"] = days[-1]
+    text = "CASE " + " ".join(branches) + " ELSE :week_label_last END" if branches \
+        else ":week_label_last"
+    return text, params
+
+
+def series(query: ReportQuery, unit: str, *, dialect: str = "sqlite",
+           mondays: list[str] | None = None, goal: str | None = None) -> Sql:
+    """Visitors, sessions, page views and conversions per hour, day or week bucket."""
+    where, params = dashboard_where(query, dialect=dialect)
+    if unit == "hour":
+        bucket, group = "local_day AS day, local_hour AS hour", "local_day, local_hour"
+    elif unit == "day":
+        bucket, group = "local_day AS day, 0 AS hour", "local_day"
+    elif unit == "week":
+        case, week_params = week_bucket(mondays or [])
+        params.update(week_params)
+        bucket, group = f"{case} AS day, 0 AS hour", case
+    else:
+        raise ValueError(f"invalid interval {unit!r}: expected hour, day or week")
+    goal_clause = ""
+    if goal:
+        goal_clause = " AND name = :goal"
+        params["goal"] = goal
+    text = f"""
+SELECT {bucket},
+       COUNT(DISTINCT visitor_id) AS visitors,
+       COUNT(DISTINCT CASE WHEN session_start = 1 THEN session_id END) AS sessions,
+       SUM(CASE WHEN kind = 'page_view' THEN 1 ELSE 0 END) AS page_views,
+       SUM(CASE WHEN kind = 'custom'{goal_clause} THEN 1 ELSE 0 END) AS conversions
+FROM events
+WHERE {where}
+GROUP BY {group}
+ORDER BY 1, 2
+"""
+    return Sql(text, params)
+
+
+def top_pages(query: ReportQuery, *, dialect: str = "sqlite") -> Sql:
+    where, params = dashboard_where(query, dialect=dialect)
+    params["limit"] = query.limit
+    text = f"""
+SELECT COALESCE(path, '') AS path, COUNT(*) AS page_views,
+       COUNT(DISTINCT visitor_id) AS visitors, SUM(session_start) AS entries
+FROM events
+WHERE {where} AND kind = 'page_view'
+GROUP BY COALESCE(path, '')
+ORDER BY page_views DESC, path
+LIMIT :limit
+"""
+    return Sql(text, params)
+
+
+def entry_pages(query: ReportQuery, *, dialect: str = "sqlite") -> Sql:
+    """Pages that started sessions, and how many of those sessions had one page view only.
+
+    One pass groups page views by session; the entry is the session-start page view.
+    """
+    where, params = dashboard_where(query, dialect=dialect)
+    params["limit"] = query.limit
+    text = f"""
+SELECT entry_path AS path, COUNT(*) AS entries, COUNT(DISTINCT visitor_id) AS visitors,
+       SUM(CASE WHEN page_views = 1 THEN 1 ELSE 0 END) AS bounces
+FROM (
+    SELECT session_id, MIN(visitor_id) AS visitor_id, COUNT(*) AS page_views,
+           MAX(CASE WHEN session_start = 1 THEN COALESCE(path, '') END) AS entry_path
+    FROM events
+    WHERE {where} AND kind = 'page_view'
+    GROUP BY session_id
+) AS per_session
+WHERE entry_path IS NOT NULL
+GROUP BY entry_path
+ORDER BY entries DESC, path
+LIMIT :limit
+"""
+    return Sql(text, params)
+
+
+def exit_pages(query: ReportQuery, *, dialect: str = "sqlite") -> Sql:
+    """The last page view of each session in the range, counted per path.
+
+    The last view is found without window functions: the maximum of the 13-digit
+    millisecond time followed by the path, which holds for times from 2001 to 2286.
+    """
+    where, params = dashboard_where(query, dialect=dialect)
+    params["limit"] = query.limit
+    text = f"""
+SELECT substr(last_view, 15) AS path, COUNT(*) AS exits,
+       COUNT(DISTINCT visitor_id) AS visitors
+FROM (
+    SELECT session_id, MIN(visitor_id) AS visitor_id,
+           MAX(CAST(ts AS TEXT) || ' ' || COALESCE(path, '')) AS last_view
+    FROM events
+    WHERE {where} AND kind = 'page_view'
+    GROUP BY session_id
+) AS per_session
+GROUP BY substr(last_view, 15)
+ORDER BY exits DESC, path
+LIMIT :limit
+"""
+    return Sql(text, params)
+
+
+def _per_session(query: ReportQuery, columns: tuple[str, ...], dialect: str,
+                 goal: str | None) -> tuple[str, dict[str, Any]]:
+    """Return a subquery with one row per session: its first event's ``columns``, visitor,
+    a ``started`` flag and its conversions (custom events, or only ``goal``) and their value."""
+    where, params = dashboard_where(query, dialect=dialect)
+    goal_clause = ""
+    if goal:
+        goal_clause = " AND name = :goal"
+        params["goal"] = goal
+    firsts = ", ".join(f"MAX(CASE WHEN session_start = 1 THEN COALESCE({column}, '') END) "
+                       f"AS {column}" for column in columns)
+    text = (f"(SELECT session_id, MIN(visitor_id) AS visitor_id, MAX(session_start) AS started, "
+            f"{firsts}, "
+            f"SUM(CASE WHEN kind = 'custom'{goal_clause} THEN 1 ELSE 0 END) AS conversions, "
+            f"SUM(CASE WHEN kind = 'custom'{goal_clause} THEN COALESCE(value, 0) ELSE 0 END) "
+            f"AS conversion_value "
+            f"FROM events WHERE {where} GROUP BY session_id)")
+    return text, params
+
+
+ACQUISITION_COLUMNS = ("channel", "referrer_host", "utm_source", "utm_medium", "utm_campaign",
+                       "utm_term", "utm_content", "campaign", "creative", "placement")
+
+
+def acquisition(query: ReportQuery, columns: tuple[str, ...], *, dialect: str = "sqlite",
+                goal: str | None = None, require: tuple[str, ...] = ()) -> Sql:
+    """Sessions, visitors and conversions grouped by the columns of each session's first event.
+
+    Only sessions that started in the range count. ``require`` lists columns of which at
+    least one must be non-empty. Conversions are the custom events of the same session.
+    """
+    if not columns or not set(columns) | set(require) <= set(ACQUISITION_COLUMNS):
+        raise ValueError(f"invalid grouping {columns!r}; allowed: "
+                         f"{', '.join(ACQUISITION_COLUMNS)}")
+    needed = tuple(dict.fromkeys((*columns, *require)))
+    sessions, params = _per_session(query, needed, dialect, goal)
+    params["limit"] = query.limit
+    required = "".join(f" OR {column} <> ''" for column in require)
+    required = f" AND ({required[4:]})" if required else ""
+    text = f"""
+SELECT {", ".join(columns)},
+       COUNT(*) AS sessions, COUNT(DISTINCT visitor_id) AS visitors,
+       SUM(conversions) AS conversions, SUM(conversion_value) AS conversion_value
+FROM {sessions} AS per_session
+WHERE started = 1{required}
+GROUP BY {", ".join(columns)}
+ORDER BY sessions DESC, {", ".join(columns)}
+LIMIT :limit
+"""
+    return Sql(text, params)
+
+
+def breakdown(query: ReportQuery, dimension: str, *, dialect: str = "sqlite") -> Sql:
+    """Visitors, sessions and page views per device type, browser, OS or country."""
+    column = BREAKDOWN_COLUMNS.get(dimension)
+    if column is None:
+        raise ValueError(f"invalid breakdown {dimension!r}; expected "
+                         f"{', '.join(BREAKDOWN_COLUMNS)}")
+    where, params = dashboard_where(query, dialect=dialect)
+    params["limit"] = query.limit
+    text = f"""
+SELECT COALESCE({column}, '') AS {column},
+       COUNT(DISTINCT visitor_id) AS visitors,
+       COUNT(DISTINCT CASE WHEN session_start = 1 THEN session_id END) AS sessions,
+       SUM(CASE WHEN kind = 'page_view' THEN 1 ELSE 0 END) AS page_views
+FROM events
+WHERE {where}
+GROUP BY COALESCE({column}, '')
+ORDER BY visitors DESC, 1
+LIMIT :limit
+"""
+    return Sql(text, params)
+
+
+def custom_events(query: ReportQuery, *, dialect: str = "sqlite") -> Sql:
+    where, params = dashboard_where(query, dialect=dialect)
+    params["limit"] = query.limit
+    text = f"""
+SELECT name, COUNT(*) AS events, COUNT(DISTINCT visitor_id) AS visitors,
+       SUM(COALESCE(value, 0)) AS total_value
+FROM events
+WHERE {where} AND kind = 'custom'
+GROUP BY name
+ORDER BY events DESC, name
+LIMIT :limit
+"""
+    return Sql(text, params)
+
+
+def event_props_sample(query: ReportQuery, max_rows: int, *, dialect: str = "sqlite",
+                       event: str | None = None) -> Sql:
+    """Names and property JSON of up to ``max_rows`` custom events, for counting in Python."""
+    where, params = dashboard_where(query, dialect=dialect)
+    params["max_rows"] = max_rows
+    event_clause = ""
+    if event:
+        event_clause = " AND name = :event"
+        params["event"] = event
+    text = f"""
+SELECT name, props, visitor_id
+FROM events
+WHERE {where} AND kind = 'custom' AND props IS NOT NULL{event_clause}
+LIMIT :max_rows
+"""
+    return Sql(text, params)
+
+
+def email_campaigns(query: ReportQuery, *, dialect: str = "sqlite") -> Sql:
+    """Per email campaign: opens, unique human opens, machine opens, human clicks."""
+    where, params = dashboard_where(query, dialect=dialect, people=False)
+    params["limit"] = query.limit
+    text = f"""
+SELECT campaign,
+       SUM(CASE WHEN kind = 'email_open' THEN 1 ELSE 0 END) AS opens,
+       COUNT(DISTINCT CASE WHEN kind = 'email_open' AND machine_open = 0 AND is_bot = 0
+                           THEN recipient END) AS unique_human_opens,
+       SUM(CASE WHEN kind = 'email_open' AND machine_open = 1 THEN 1 ELSE 0 END)
+           AS machine_opens,
+       SUM(CASE WHEN kind = 'click' AND is_bot = 0 THEN 1 ELSE 0 END) AS clicks,
+       COUNT(DISTINCT CASE WHEN kind = 'click' AND is_bot = 0 THEN recipient END)
+           AS unique_clicks
+FROM events
+WHERE {where} AND kind IN ('email_open', 'click') AND campaign IS NOT NULL
+GROUP BY campaign
+ORDER BY opens DESC, campaign
+LIMIT :limit
+"""
+    return Sql(text, params)
+
+
+def ad_delivery(query: ReportQuery, *, dialect: str = "sqlite") -> Sql:
+    """Impressions and clicks per campaign, creative and placement."""
+    where, params = dashboard_where(query, dialect=dialect)
+    params["limit"] = query.limit
+    text = f"""
+SELECT COALESCE(campaign, '') AS campaign, COALESCE(creative, '') AS creative,
+       COALESCE(placement, '') AS placement,
+       SUM(CASE WHEN kind = 'impression' THEN 1 ELSE 0 END) AS impressions,
+       SUM(CASE WHEN kind = 'click' THEN 1 ELSE 0 END) AS clicks
+FROM events
+WHERE {where} AND kind IN ('impression', 'click') AND campaign IS NOT NULL
+GROUP BY COALESCE(campaign, ''), COALESCE(creative, ''), COALESCE(placement, '')
+ORDER BY impressions DESC, clicks DESC, 1, 2, 3
+LIMIT :limit
+"""
+    return Sql(text, params)
+
+
+def ad_conversions(query: ReportQuery, *, dialect: str = "sqlite",
+                   goal: str | None = None) -> Sql:
+    """Conversions in sessions whose first event carries a campaign, per creative and placement."""
+    sessions, params = _per_session(query, ("campaign", "creative", "placement"), dialect, goal)
+    text = f"""
+SELECT campaign, creative, placement,
+       SUM(conversions) AS conversions, SUM(conversion_value) AS conversion_value
+FROM {sessions} AS per_session
+WHERE started = 1 AND campaign <> ''
+GROUP BY campaign, creative, placement
+"""
+    return Sql(text, params)
+
+
+def funnel_matches(query: ReportQuery, conditions: list[tuple[str, str, str | None, str | None]],
+                   max_rows: int, *, dialect: str = "sqlite") -> Sql:
+    """Events matching any funnel step, with one 0/1 column per step, by visitor and time.
+
+    Each condition is (kind, value, property, property value): kind ``event`` matches the
+    event name, kind ``page`` a page view's path; the property pair is optional.
+    """
+    where, params = dashboard_where(query, dialect=dialect)
+    params["max_rows"] = max_rows
+    tests = []
+    for index, (kind, value, prop, prop_value) in enumerate(conditions):
+        params[f"step_{index}"] = value
+        if kind == "event":
+            test = f"name = :step_{index}"
+        elif kind == "page":
+            test = f"kind = 'page_view' AND path = :step_{index}"
+        else:
+            raise ValueError(f"invalid funnel step kind {kind!r}: expected event or page")
+        if prop is not None:
+            params[f"step_key_{index}"] = property_key_param(dialect, prop)
+            params[f"step_prop_{index}"] = prop_value or ""
+            test += f" AND {property_value(dialect, f'step_key_{index}')} = :step_prop_{index}"
+        tests.append(f"({test})")
+    flags = ", ".join(f"CASE WHEN {test} THEN 1 ELSE 0 END AS m{index}"
+                      for index, test in enumerate(tests))
+    text = f"""
+SELECT visitor_id, ts, {flags}
+FROM events
+WHERE {where} AND ({" OR ".join(tests)})
+ORDER BY visitor_id, ts
+LIMIT :max_rows
+"""
+    return Sql(text, params)
+
+
+def rejected_summary(site_id: str, from_ts: int, to_ts: int) -> Sql:
+    """Rejected hits of the site, or with no site id, by reason, with the latest time."""
+    text = """
+SELECT reason, COUNT(*) AS hits, MAX(received_ts) AS last_ts
+FROM rejected_hits
+WHERE (site_id = :site_id OR site_id IS NULL) AND received_ts >= :from_ts AND received_ts < :to_ts
+GROUP BY reason
+ORDER BY hits DESC, reason
+"""
+    return Sql(text, {"site_id": site_id, "from_ts": from_ts, "to_ts": to_ts})
+
+
+def rejected_samples(site_id: str, from_ts: int, to_ts: int, max_rows: int) -> Sql:
+    text = """
+SELECT reason, received_ts, source, detail, raw, user_agent
+FROM rejected_hits
+WHERE (site_id = :site_id OR site_id IS NULL) AND received_ts >= :from_ts AND received_ts < :to_ts
+ORDER BY received_ts DESC
+LIMIT :max_rows
+"""
+    return Sql(text, {"site_id": site_id, "from_ts": from_ts, "to_ts": to_ts,
+                      "max_rows": max_rows})
+
+
+def bot_traffic(query: ReportQuery, *, dialect: str = "sqlite") -> Sql:
+    where, params = dashboard_where(query, dialect=dialect, people=False)
+    text = f"""
+SELECT COALESCE(bot_reason, '') AS bot_reason, COUNT(*) AS events,
+       COUNT(DISTINCT visitor_id) AS visitors
+FROM events
+WHERE {where} AND is_bot = 1
+GROUP BY COALESCE(bot_reason, '')
+ORDER BY events DESC, 1
+"""
+    return Sql(text, params)
+
+
+def machine_opens(query: ReportQuery, *, dialect: str = "sqlite") -> Sql:
+    where, params = dashboard_where(query, dialect=dialect, people=False)
+    text = f"""
+SELECT COALESCE(campaign, '') AS campaign, COUNT(*) AS machine_opens,
+       COUNT(DISTINCT recipient) AS recipients
+FROM events
+WHERE {where} AND kind = 'email_open' AND machine_open = 1
+GROUP BY COALESCE(campaign, '')
+ORDER BY machine_opens DESC, 1
+"""
+    return Sql(text, params)

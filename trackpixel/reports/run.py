@@ -5,9 +5,11 @@ The CLI, and later the JSON API and dashboard, call these; none of them writes S
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+
+import orjson
 
 from trackpixel.reports import queries
 from trackpixel.reports.queries import ReportQuery, Sql
@@ -148,3 +150,334 @@ def day_range_ms(site: Site, from_day: str, to_day: str) -> tuple[int, int]:
 def default_range(site: Site, days: int = 30) -> tuple[str, str]:
     today = datetime.now(site.zone).date()
     return (today - timedelta(days=days - 1)).isoformat(), today.isoformat()
+
+
+# Dashboard and report API runners. Each returns one ``Table``; options beyond the
+# ``ReportQuery`` are keyword arguments.
+
+# Bounds on rows read into Python by the reports that finish their counting there.
+MAX_PROPERTY_ROWS = 200_000
+MAX_FUNNEL_ROWS = 2_000_000
+MAX_HOURLY_DAYS = 31
+REJECTED_SAMPLES_PER_REASON = 3
+
+
+def _dialect(store: EventStore) -> str:
+    return getattr(store, "dialect", "sqlite")
+
+
+def _day(value: str) -> date:
+    return datetime.strptime(value, "%Y-%m-%d").date()
+
+
+def previous_period(query: ReportQuery) -> ReportQuery:
+    """Return the same query over the equally long range that ends the day before it starts."""
+    start, end = _day(query.from_day), _day(query.to_day)
+    length = end - start
+    previous_end = start - timedelta(days=1)
+    return replace(query, from_day=(previous_end - length).isoformat(),
+                   to_day=previous_end.isoformat())
+
+
+def _overview_values(store: EventStore, query: ReportQuery, goal: str | None) -> list[Any]:
+    dialect = _dialect(store)
+    visitors, sessions, page_views, events, conversions, value = _run(
+        store, queries.totals(query, dialect=dialect, goal=goal))[0]
+    started, bounces, mean_duration = _run(store, queries.session_stats(query,
+                                                                        dialect=dialect))[0]
+    return [visitors or 0, sessions or 0, page_views or 0, events or 0, conversions or 0,
+            round(value or 0, 2), percent(bounces or 0, started or 0),
+            round(mean_duration or 0, 1)]
+
+
+OVERVIEW_METRICS = ("visitors", "sessions", "page_views", "events", "conversions",
+                    "conversion_value", "bounce_rate_pct", "mean_session_seconds")
+
+
+def dashboard_overview(store: EventStore, site: Site, query: ReportQuery, *,
+                       goal: str | None = None) -> Table:
+    """Headline metrics for the range and for the previous range of equal length."""
+    current = _overview_values(store, query, goal)
+    earlier_query = previous_period(query)
+    earlier = _overview_values(store, earlier_query, goal)
+    rows = []
+    for metric, now_value, then_value in zip(OVERVIEW_METRICS, current, earlier, strict=True):
+        change = round(100.0 * (now_value - then_value) / then_value, 1) if then_value else None
+        rows.append([metric, now_value, then_value, change])
+    return Table(f"Overview {query.from_day} to {query.to_day}, compared with "
+                 f"{earlier_query.from_day} to {earlier_query.to_day}",
+                 ["metric", "value", "previous", "change_pct"], rows)
+
+
+def _mondays(from_day: str, to_day: str) -> list[str]:
+    start, end = _day(from_day), _day(to_day)
+    monday = start - timedelta(days=start.weekday())
+    weeks = []
+    while monday <= end:
+        weeks.append(monday.isoformat())
+        monday += timedelta(days=7)
+    return weeks
+
+
+def timeseries(store: EventStore, site: Site, query: ReportQuery, *, interval: str = "day",
+               goal: str | None = None) -> Table:
+    """Visitors, sessions, page views and conversions per local hour, day or week.
+
+    Every bucket of the range is listed, empty ones with zeros. Weeks start on Monday and are
+    labelled by that day. An hour repeated when clocks go back is one bucket.
+    """
+    start, end = _day(query.from_day), _day(query.to_day)
+    if interval == "hour" and (end - start).days + 1 > MAX_HOURLY_DAYS:
+        raise ValueError(f"hourly series cover at most {MAX_HOURLY_DAYS} days; "
+                         "choose interval=day or a shorter range")
+    mondays = _mondays(query.from_day, query.to_day) if interval == "week" else None
+    sql = queries.series(query, interval, dialect=_dialect(store), mondays=mondays, goal=goal)
+    found = {(str(row[0]), int(row[1])): list(row[2:]) for row in _run(store, sql)}
+    if interval == "week":
+        keys = [(monday, 0) for monday in mondays or []]
+    else:
+        days = [(start + timedelta(days=offset)).isoformat()
+                for offset in range((end - start).days + 1)]
+        hours = range(24) if interval == "hour" else range(1)
+        keys = [(day, hour) for day in days for hour in hours]
+    rows = []
+    for day, hour in keys:
+        label = f"{day} {hour:02d}:00" if interval == "hour" else day
+        rows.append([label, *found.get((day, hour), [0, 0, 0, 0])])
+    return Table(f"By {interval}", ["bucket", "visitors", "sessions", "page_views",
+                                    "conversions"], rows)
+
+
+def top_pages(store: EventStore, site: Site, query: ReportQuery) -> Table:
+    return _table(store, "Top pages", queries.top_pages(query, dialect=_dialect(store)),
+                  ["path", "page_views", "visitors", "entries"])
+
+
+def entry_pages(store: EventStore, site: Site, query: ReportQuery) -> Table:
+    table = _table(store, "Entry pages", queries.entry_pages(query, dialect=_dialect(store)),
+                   ["path", "entries", "visitors", "bounces"])
+    table.columns.append("bounce_rate_pct")
+    for row in table.rows:
+        row.append(percent(row[3] or 0, row[1] or 0))
+    return table
+
+
+def exit_pages(store: EventStore, site: Site, query: ReportQuery) -> Table:
+    return _table(store, "Exit pages", queries.exit_pages(query, dialect=_dialect(store)),
+                  ["path", "exits", "visitors"])
+
+
+_ACQUISITION_TOTALS = ["sessions", "visitors", "conversions", "conversion_value"]
+
+
+def channels(store: EventStore, site: Site, query: ReportQuery, *,
+             goal: str | None = None) -> Table:
+    sql = queries.acquisition(query, ("channel",), dialect=_dialect(store), goal=goal)
+    return _table(store, "Channels", sql, ["channel", *_ACQUISITION_TOTALS])
+
+
+def referrers(store: EventStore, site: Site, query: ReportQuery, *,
+              goal: str | None = None) -> Table:
+    sql = queries.acquisition(query, ("referrer_host",), dialect=_dialect(store), goal=goal,
+                              require=("referrer_host",))
+    return _table(store, "Referrers", sql, ["referrer_host", *_ACQUISITION_TOTALS])
+
+
+UTM_COLUMNS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
+
+
+def utm_campaigns(store: EventStore, site: Site, query: ReportQuery, *,
+                  goal: str | None = None) -> Table:
+    """Sessions by UTM source, medium, campaign, term and content of their first event."""
+    sql = queries.acquisition(query, UTM_COLUMNS, dialect=_dialect(store), goal=goal,
+                              require=("utm_source", "utm_campaign"))
+    return _table(store, "Campaigns (UTM)", sql, [*UTM_COLUMNS, *_ACQUISITION_TOTALS])
+
+
+def breakdown(store: EventStore, site: Site, query: ReportQuery, *, dimension: str) -> Table:
+    column = queries.BREAKDOWN_COLUMNS.get(dimension, dimension)
+    sql = queries.breakdown(query, dimension, dialect=_dialect(store))
+    return _table(store, dimension.capitalize(), sql,
+                  [column, "visitors", "sessions", "page_views"])
+
+
+def custom_events(store: EventStore, site: Site, query: ReportQuery) -> Table:
+    return _table(store, "Events", queries.custom_events(query, dialect=_dialect(store)),
+                  ["name", "events", "visitors", "total_value"])
+
+
+def event_properties(store: EventStore, site: Site, query: ReportQuery, *,
+                     event: str | None = None) -> Table:
+    """Custom-event properties: each name, property and value with its events and visitors.
+
+    Properties are counted in Python over at most ``MAX_PROPERTY_ROWS`` events; the title says
+    when that bound cut the count short.
+    """
+    sql = queries.event_props_sample(query, MAX_PROPERTY_ROWS, dialect=_dialect(store),
+                                     event=event)
+    rows = _run(store, sql)
+    events: dict[tuple[str, str, str], int] = {}
+    visitors: dict[tuple[str, str, str], set[str]] = {}
+    for name, props, visitor_id in rows:
+        try:
+            parsed = orjson.loads(props)
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(parsed, dict):
+            continue
+        for key, value in parsed.items():
+            text = value if isinstance(value, str) else orjson.dumps(value).decode()
+            group = (str(name), str(key), text)
+            events[group] = events.get(group, 0) + 1
+            visitors.setdefault(group, set()).add(str(visitor_id))
+    ordered = sorted(events, key=lambda group: (-events[group], group))[:query.limit]
+    title = "Event properties"
+    if len(rows) >= MAX_PROPERTY_ROWS:
+        title += f" (first {MAX_PROPERTY_ROWS} events only)"
+    return Table(title, ["name", "property", "value", "events", "visitors"],
+                 [[*group, events[group], len(visitors[group])] for group in ordered])
+
+
+def email_campaigns(store: EventStore, site: Site, query: ReportQuery) -> Table:
+    """Email opens and clicks per campaign; click-to-open is unique clicks over unique opens."""
+    table = _table(store, "Email campaigns",
+                   queries.email_campaigns(query, dialect=_dialect(store)),
+                   ["campaign", "opens", "unique_human_opens", "machine_opens", "clicks",
+                    "unique_clicks"])
+    table.columns.append("click_to_open_pct")
+    for row in table.rows:
+        row.append(percent(row[5] or 0, row[2] or 0))
+    return table
+
+
+def ad_campaigns(store: EventStore, site: Site, query: ReportQuery, *,
+                 goal: str | None = None) -> Table:
+    """Impressions, clicks, click-through rate and conversions per campaign, creative and
+    placement. Conversions are the custom events of sessions whose first event carries the
+    same campaign, creative and placement."""
+    dialect = _dialect(store)
+    delivered = {tuple(row[:3]): [row[3] or 0, row[4] or 0]
+                 for row in _run(store, queries.ad_delivery(query, dialect=dialect))}
+    converted = {tuple(row[:3]): [row[3] or 0, round(row[4] or 0, 2)]
+                 for row in _run(store, queries.ad_conversions(query, dialect=dialect,
+                                                                goal=goal))}
+    rows = []
+    for key in sorted(delivered.keys() | converted.keys()):
+        impressions, clicks = delivered.get(key, [0, 0])
+        conversions, value = converted.get(key, [0, 0.0])
+        rows.append([*key, impressions, clicks, percent(clicks, impressions), conversions,
+                     value])
+    rows.sort(key=lambda row: (-row[3], -row[4], -row[6], row[:3]))
+    return Table("Ad campaigns", ["campaign", "creative", "placement", "impressions", "clicks",
+                                  "ctr_pct", "conversions", "conversion_value"],
+                 rows[:query.limit])
+
+
+@dataclass(frozen=True)
+class FunnelStep:
+    """One funnel step: an event name or page path, optionally with one property value."""
+
+    kind: str  # "event" or "page"
+    value: str
+    prop: str | None = None
+    prop_value: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> FunnelStep:
+        """Parse ``event:NAME`` or ``page:/PATH``, optionally followed by ``|KEY=VALUE``."""
+        kind, sep, rest = text.partition(":")
+        if not sep or kind not in ("event", "page") or not rest:
+            raise ValueError(f"invalid funnel step {text!r}: expected event:NAME or page:/PATH, "
+                             "optionally followed by |KEY=VALUE")
+        prop = prop_value = None
+        head, bar, condition = rest.rpartition("|")
+        if bar and "=" in condition:
+            rest = head
+            prop, _, prop_value = condition.partition("=")
+        return cls(kind, rest, prop or None, prop_value if prop else None)
+
+    def label(self) -> str:
+        text = f"{self.kind}:{self.value}"
+        return f"{text}|{self.prop}={self.prop_value}" if self.prop else text
+
+
+def funnel_steps(store: EventStore, site: Site, query: ReportQuery, *,
+                 steps: list[FunnelStep], window_seconds: int = 86_400) -> Table:
+    """Visitors completing each step in order, within ``window_seconds`` of their first step.
+
+    A visitor's step 1 is their first matching event in the range; each later step is the
+    first matching event after the previous step that falls inside the window.
+    """
+    if len(steps) < 2:
+        raise ValueError("a funnel needs at least two steps")
+    conditions = [(step.kind, step.value, step.prop, step.prop_value) for step in steps]
+    rows = _run(store, queries.funnel_matches(query, conditions, MAX_FUNNEL_ROWS,
+                                              dialect=_dialect(store)))
+    window_ms = window_seconds * 1000
+    reached = [0] * len(steps)
+    gap_totals = [0] * len(steps)
+    current_visitor: object = None
+    step = first_ts = last_ts = 0
+    for row in rows:
+        visitor_id, ts, flags = row[0], int(row[1]), row[2:]
+        if visitor_id != current_visitor:
+            current_visitor, step = visitor_id, 0
+        if step >= len(steps) or not flags[step]:
+            continue
+        if step == 0:
+            first_ts = ts
+        elif ts > first_ts + window_ms:
+            continue
+        else:
+            gap_totals[step] += ts - last_ts
+        reached[step] += 1
+        last_ts = ts
+        step += 1
+    table_rows = []
+    for index, step_def in enumerate(steps):
+        count = reached[index]
+        previous = reached[index - 1] if index else count
+        mean_gap = round(gap_totals[index] / count / 1000, 1) if index and count else None
+        table_rows.append([index + 1, step_def.label(), count,
+                           percent(count, previous) if index else 100.0,
+                           percent(count, reached[0]), previous - count, mean_gap])
+    title = "Funnel"
+    if len(rows) >= MAX_FUNNEL_ROWS:
+        title += f" (first {MAX_FUNNEL_ROWS} matching events only)"
+    return Table(title, ["step", "definition", "visitors", "conversion_pct", "overall_pct",
+                         "drop_off", "mean_seconds_from_previous"], table_rows)
+
+
+def _sample_text(detail: Any, raw: Any, user_agent: Any) -> str:
+    raw_text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw or "")
+    parts = [str(detail or ""), raw_text[:200], str(user_agent or "")[:120]]
+    return " | ".join(part for part in parts if part)
+
+
+def rejected_hits(store: EventStore, site: Site, query: ReportQuery) -> Table:
+    """Rejected hits of the site (and those with no site id) by reason, with recent samples."""
+    from_ts, to_ts = day_range_ms(site, query.from_day, query.to_day)
+    summary = _run(store, queries.rejected_summary(site.id, from_ts, to_ts))
+    samples: dict[str, list[str]] = {}
+    for reason, _, _, detail, raw, user_agent in _run(
+            store, queries.rejected_samples(site.id, from_ts, to_ts, 500)):
+        bucket = samples.setdefault(str(reason), [])
+        if len(bucket) < REJECTED_SAMPLES_PER_REASON:
+            bucket.append(_sample_text(detail, raw, user_agent))
+    rows = []
+    for reason, hits, last_ts in summary:
+        last_seen = datetime.fromtimestamp(last_ts / 1000, UTC).isoformat(timespec="seconds")
+        rows.append([reason, hits, last_seen, "\n".join(samples.get(str(reason), []))])
+    return Table("Rejected hits", ["reason", "hits", "last_seen_utc", "samples"], rows)
+
+
+def bot_traffic(store: EventStore, site: Site, query: ReportQuery) -> Table:
+    return _table(store, "Bot traffic by detector",
+                  queries.bot_traffic(query, dialect=_dialect(store)),
+                  ["bot_reason", "events", "visitors"])
+
+
+def machine_opens(store: EventStore, site: Site, query: ReportQuery) -> Table:
+    return _table(store, "Machine email opens",
+                  queries.machine_opens(query, dialect=_dialect(store)),
+                  ["campaign", "machine_opens", "recipients"])
