@@ -1,0 +1,42 @@
+"""The dashboard and report API, an ASGI app the collector delegates its web paths to."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from trackpixel.config import DataDir
+from trackpixel.storage.sqlite import connect, migrate
+from trackpixel.web import api, openapi, views
+from trackpixel.web.context import WebConfig, make_templates
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def create_web_app(data_dir: DataDir) -> Starlette:
+    """Build the app for ``data_dir``; the database is migrated first."""
+    conn = connect(data_dir.db_path)
+    try:
+        migrate(conn)
+    finally:
+        conn.close()
+    routes = [
+        Route("/dashboard", views.index),
+        Route("/dashboard/", views.index),
+        Route("/dashboard/login", views.login_page, methods=["GET"]),
+        Route("/dashboard/login", views.login_submit, methods=["POST"]),
+        Route("/dashboard/logout", views.logout, methods=["POST"]),
+        Route("/dashboard/tokens", views.tokens, methods=["GET", "POST"]),
+        Route("/dashboard/{view}", views.view, methods=["GET"]),
+        Route("/api/v1/reports", api.report_index, methods=["GET"]),
+        Route("/api/v1/reports/{report}", api.report, methods=["GET"]),
+        Route("/api/v1/openapi.json", openapi.openapi_json, methods=["GET"]),
+        Mount("/static/dashboard", StaticFiles(directory=STATIC_DIR), name="static"),
+        Route("/{path:path}", api.not_found),
+    ]
+    app = Starlette(routes=routes)
+    app.state.web = WebConfig(db_path=data_dir.db_path, templates=make_templates())
+    return app

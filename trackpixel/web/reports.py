@@ -1,0 +1,230 @@
+"""The reports the dashboard and the API serve: names, URL parameters and how to run them.
+
+The dashboard and the API read the same query parameters, so a dashboard URL and an API URL
+with the same query string describe the same data.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from trackpixel.reports import run
+from trackpixel.reports.queries import PROPERTY_FILTER_PREFIX, ReportQuery
+from trackpixel.reports.run import FunnelStep, Table
+from trackpixel.sites import Site
+from trackpixel.storage.sqlite import connect
+
+# URL parameter -> events column, for the filters every report accepts.
+FILTER_PARAMS = {
+    "channel": "channel",
+    "campaign": "campaign",
+    "device": "device_type",
+    "country": "country",
+    "page": "path",
+    "browser": "browser",
+    "os": "os",
+    "utm_source": "utm_source",
+    "utm_medium": "utm_medium",
+    "referrer": "referrer_host",
+    "event": "name",
+}
+INTERVALS = ("hour", "day", "week")
+DEFAULT_DAYS = 30
+MAX_RANGE_DAYS = 731
+MAX_LIMIT = 1000
+MAX_PARAM_CHARS = 500
+MAX_FUNNEL_STEPS = 10
+
+
+class ParamError(ValueError):
+    """A query parameter is invalid; ``param`` names it."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass(frozen=True)
+class ReportRequest:
+    """A parsed report request: the query plus the options some reports take."""
+
+    query: ReportQuery
+    interval: str = "day"
+    goal: str | None = None
+    prop_event: str | None = None
+    steps: tuple[FunnelStep, ...] = ()
+    window_hours: int = 24
+    filters: dict[str, str] = field(default_factory=dict)  # URL parameter -> value
+
+
+@dataclass(frozen=True)
+class ReportSpec:
+    name: str
+    description: str
+    run: Callable[[Any, Site, ReportRequest], Table]
+    options: tuple[str, ...] = ()
+
+
+def _breakdown(dimension: str) -> Callable[[Any, Site, ReportRequest], Table]:
+    return lambda store, site, request: run.breakdown(store, site, request.query,
+                                                      dimension=dimension)
+
+
+def _funnel(store: Any, site: Site, request: ReportRequest) -> Table:
+    if len(request.steps) < 2:
+        raise ParamError("step", "a funnel needs at least two step parameters, e.g. "
+                                 "step=page:/pricing&step=event:Signup")
+    return run.funnel_steps(store, site, request.query, steps=list(request.steps),
+                            window_seconds=request.window_hours * 3600)
+
+
+REPORTS: dict[str, ReportSpec] = {spec.name: spec for spec in [
+    ReportSpec("overview", "Visitors, sessions, page views, events, conversions, bounce rate "
+               "and mean session length, with the previous period of equal length.",
+               lambda s, site, r: run.dashboard_overview(s, site, r.query, goal=r.goal),
+               ("goal",)),
+    ReportSpec("timeseries", "Visitors, sessions, page views and conversions per local hour, "
+               "day or week.",
+               lambda s, site, r: run.timeseries(s, site, r.query, interval=r.interval,
+                                                 goal=r.goal), ("interval", "goal")),
+    ReportSpec("pages", "Top pages by page views.",
+               lambda s, site, r: run.top_pages(s, site, r.query)),
+    ReportSpec("entry_pages", "Pages that started sessions, with bounces.",
+               lambda s, site, r: run.entry_pages(s, site, r.query)),
+    ReportSpec("exit_pages", "The last page view of each session, per path.",
+               lambda s, site, r: run.exit_pages(s, site, r.query)),
+    ReportSpec("channels", "Sessions and conversions by channel.",
+               lambda s, site, r: run.channels(s, site, r.query, goal=r.goal), ("goal",)),
+    ReportSpec("referrers", "Sessions and conversions by referring host.",
+               lambda s, site, r: run.referrers(s, site, r.query, goal=r.goal), ("goal",)),
+    ReportSpec("utm", "Sessions and conversions by UTM source, medium, campaign, term and "
+               "content.",
+               lambda s, site, r: run.utm_campaigns(s, site, r.query, goal=r.goal), ("goal",)),
+    ReportSpec("devices", "Visitors by device type.", _breakdown("devices")),
+    ReportSpec("browsers", "Visitors by browser.", _breakdown("browsers")),
+    ReportSpec("os", "Visitors by operating system.", _breakdown("os")),
+    ReportSpec("countries", "Visitors by country (ISO 3166-1 alpha-2).",
+               _breakdown("countries")),
+    ReportSpec("events", "Custom events by name.",
+               lambda s, site, r: run.custom_events(s, site, r.query)),
+    ReportSpec("event_properties", "Custom-event property values by event name.",
+               lambda s, site, r: run.event_properties(s, site, r.query, event=r.prop_event),
+               ("prop_event",)),
+    ReportSpec("email", "Email campaigns: opens, unique human opens, machine opens, clicks "
+               "and click-to-open rate.",
+               lambda s, site, r: run.email_campaigns(s, site, r.query)),
+    ReportSpec("ads", "Ad campaigns: impressions, clicks, click-through rate and conversions "
+               "per campaign, creative and placement.",
+               lambda s, site, r: run.ad_campaigns(s, site, r.query, goal=r.goal), ("goal",)),
+    ReportSpec("funnel", "Visitors completing ordered steps within a time window.", _funnel,
+               ("step", "window_hours")),
+    ReportSpec("rejected", "Rejected hits by reason, with recent samples.",
+               lambda s, site, r: run.rejected_hits(s, site, r.query)),
+    ReportSpec("bots", "Bot traffic by detector.",
+               lambda s, site, r: run.bot_traffic(s, site, r.query)),
+    ReportSpec("machine_opens", "Machine email opens by campaign.",
+               lambda s, site, r: run.machine_opens(s, site, r.query)),
+]}
+
+
+def _text(params: Mapping[str, str], name: str) -> str | None:
+    value = params.get(name)
+    if value is None or value == "":
+        return None
+    if len(value) > MAX_PARAM_CHARS:
+        raise ParamError(name, f"{name} is longer than {MAX_PARAM_CHARS} characters")
+    return value
+
+
+def _day(params: Mapping[str, str], name: str, default: date) -> date:
+    value = _text(params, name)
+    if value is None:
+        return default
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ParamError(name, f"{name}={value!r} is not a date in YYYY-MM-DD form") from None
+
+
+def _int(params: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    value = _text(params, name)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ParamError(name, f"{name}={value!r} is not an integer") from None
+    if not low <= number <= high:
+        raise ParamError(name, f"{name}={number} is outside {low} to {high}")
+    return number
+
+
+def parse_request(site: Site, params: Mapping[str, str], steps: list[str]) -> ReportRequest:
+    """Build a ``ReportRequest`` from URL parameters; ``steps`` are the repeated ``step``."""
+    today = datetime.now(site.zone).date()
+    to_day = _day(params, "to", today)
+    from_day = _day(params, "from", to_day - timedelta(days=DEFAULT_DAYS - 1))
+    if from_day > to_day:
+        raise ParamError("from", f"from={from_day} is after to={to_day}")
+    if (to_day - from_day).days + 1 > MAX_RANGE_DAYS:
+        raise ParamError("from", f"the range is longer than {MAX_RANGE_DAYS} days")
+    filters: dict[str, str] = {}
+    columns: dict[str, str] = {}
+    for param, column in FILTER_PARAMS.items():
+        value = _text(params, param)
+        if value is not None:
+            filters[param] = value
+            columns[column] = value
+    prop = _text(params, "prop")
+    if prop is not None:
+        key, sep, value = prop.partition("=")
+        if not sep or not key:
+            raise ParamError("prop", f"prop={prop!r} must look like KEY=VALUE, e.g. plan=pro")
+        filters["prop"] = prop
+        columns[PROPERTY_FILTER_PREFIX + key] = value
+    interval = _text(params, "interval") or "day"
+    if interval not in INTERVALS:
+        raise ParamError("interval", f"interval={interval!r} must be hour, day or week")
+    if len(steps) > MAX_FUNNEL_STEPS:
+        raise ParamError("step", f"a funnel has at most {MAX_FUNNEL_STEPS} steps")
+    try:
+        parsed_steps = tuple(FunnelStep.parse(step) for step in steps if step.strip())
+    except ValueError as exc:
+        raise ParamError("step", str(exc)) from None
+    query = ReportQuery(site.id, from_day.isoformat(), to_day.isoformat(),
+                        limit=_int(params, "limit", 50, 1, MAX_LIMIT), filters=columns)
+    return ReportRequest(query=query, interval=interval, goal=_text(params, "goal"),
+                         prop_event=_text(params, "prop_event"), steps=parsed_steps,
+                         window_hours=_int(params, "window_hours", 24, 1, 24 * 90),
+                         filters=filters)
+
+
+class ReadStore:
+    """A read-only view of the data directory's SQLite database for report queries."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.conn = connect(path, readonly=True)
+
+    def query(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        return self.conn.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def run_report(db_path: Path, name: str, site: Site, request: ReportRequest) -> Table:
+    spec = REPORTS[name]
+    store = ReadStore(db_path)
+    try:
+        return spec.run(store, site, request)
+    except sqlite3.OperationalError as exc:
+        raise RuntimeError(f"report {name} failed: {exc}") from exc
+    finally:
+        store.close()
