@@ -1,0 +1,159 @@
+"""Dashboard and API access: passwords, throttling, CSRF, per-site access and API tokens."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from server import cli
+from web_fixtures import PASSWORD, add_user, client, log_in, login_token, make_site, \
+    open_data_dir
+
+from trackpixel.web import auth
+
+
+def setup(tmp_path: Path):  # type: ignore[no-untyped-def]
+    directory, conn = open_data_dir(tmp_path / "data")
+    own = make_site(conn, "own.example")
+    other = make_site(conn, "other.example")
+    add_user(conn, "admin@example.com")
+    add_user(conn, "viewer@example.com", "viewer", (own.id,))
+    return directory, conn, own, other
+
+
+def test_login_success_sets_cookie(tmp_path: Path) -> None:
+    directory, _, _, _ = setup(tmp_path)
+    response = log_in(client(directory), "admin@example.com")
+    assert response.status_code == 303
+    cookie = response.headers["set-cookie"]
+    assert "tp_session=" in cookie
+    assert "HttpOnly" in cookie
+    assert "SameSite=lax" in cookie
+    assert "Secure" not in cookie  # plain http on loopback
+
+
+def test_login_wrong_password(tmp_path: Path) -> None:
+    directory, _, _, _ = setup(tmp_path)
+    test_client = client(directory)
+    response = log_in(test_client, "admin@example.com", "wrong password!")
+    assert response.status_code == 401
+    assert "Wrong email or password" in response.text
+    assert test_client.get("/dashboard/overview", follow_redirects=False).status_code == 303
+
+
+def test_login_throttled_after_five_failures(tmp_path: Path) -> None:
+    directory, conn, _, _ = setup(tmp_path)
+    test_client = client(directory)
+    for _ in range(auth.MAX_FAILURES):
+        assert log_in(test_client, "admin@example.com", "wrong password!").status_code == 401
+    response = log_in(test_client, "admin@example.com", PASSWORD)
+    assert response.status_code == 429
+    stored = conn.execute("SELECT key_hash FROM login_failures").fetchall()
+    assert len(stored) == auth.MAX_FAILURES
+    assert all("127.0.0" not in row[0] and "testclient" not in row[0] for row in stored)
+    # Another email from the same network is not blocked.
+    assert log_in(test_client, "viewer@example.com").status_code == 303
+
+
+def test_login_csrf_missing_or_invalid(tmp_path: Path) -> None:
+    directory, _, _, _ = setup(tmp_path)
+    test_client = client(directory)
+    login_token(test_client)
+    data = {"email": "admin@example.com", "password": PASSWORD}
+    assert test_client.post("/dashboard/login", data=data).status_code == 403
+    invalid = test_client.post("/dashboard/login", data=data | {"csrf_token": "forged"})
+    assert invalid.status_code == 403
+
+
+def test_logged_in_forms_need_session_token(tmp_path: Path) -> None:
+    directory, _, _, _ = setup(tmp_path)
+    test_client = client(directory)
+    assert log_in(test_client, "admin@example.com").status_code == 303
+    assert test_client.post("/dashboard/tokens", data={"label": "x"}).status_code == 403
+    forged = test_client.post("/dashboard/tokens", data={"label": "x", "csrf_token": "nope"})
+    assert forged.status_code == 403
+    login_value = test_client.cookies.get("tp_login_csrf")
+    reused = test_client.post("/dashboard/tokens", data={"label": "x",
+                                                          "csrf_token": login_value})
+    assert reused.status_code == 403
+    cross_origin = test_client.post("/dashboard/logout", data={"csrf_token": "x"},
+                                    headers={"Origin": "http://evil.example"})
+    assert cross_origin.status_code == 403
+
+
+def test_viewer_cannot_see_other_site(tmp_path: Path) -> None:
+    directory, conn, own, other = setup(tmp_path)
+    test_client = client(directory)
+    assert log_in(test_client, "viewer@example.com").status_code == 303
+    assert test_client.get(f"/dashboard/overview?site={own.id}").status_code == 200
+    page = test_client.get(f"/dashboard/overview?site={other.id}")
+    assert page.status_code == 404
+    assert "other.example" not in test_client.get("/dashboard/overview").text
+    api = test_client.get(f"/api/v1/reports/overview?site={other.id}")
+    assert api.status_code == 404
+    assert api.json()["error"]["code"] == "site_not_found"
+
+
+def test_api_token_auth(tmp_path: Path) -> None:
+    directory, conn, own, _ = setup(tmp_path)
+    viewer = auth.find_user(conn, "viewer@example.com")
+    token = auth.create_token(conn, viewer)
+    test_client = client(directory)
+    missing = test_client.get("/api/v1/reports/overview")
+    assert missing.status_code == 401
+    assert set(missing.json()["error"]) == {"code", "message"}
+    wrong = test_client.get("/api/v1/reports/overview",
+                            headers={"Authorization": "Bearer tpt_wrong"})
+    assert wrong.status_code == 401
+    good = test_client.get("/api/v1/reports/overview",
+                           headers={"Authorization": f"Bearer {token}"})
+    assert good.status_code == 200
+    assert good.json()["site"] == own.id
+    stored = conn.execute("SELECT token_hash FROM api_tokens").fetchone()[0]
+    assert token not in stored
+
+
+def test_api_errors_share_one_shape(tmp_path: Path) -> None:
+    directory, conn, _, _ = setup(tmp_path)
+    token = auth.create_token(conn, auth.find_user(conn, "admin@example.com"))
+    test_client = client(directory)
+    test_client.headers["Authorization"] = f"Bearer {token}"
+    unknown = test_client.get("/api/v1/reports/nope")
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["code"] == "report_not_found"
+    bad_day = test_client.get("/api/v1/reports/pages?from=yesterday")
+    assert bad_day.status_code == 400
+    assert bad_day.json()["error"]["details"] == {"param": "from"}
+    bad_filter = test_client.get("/api/v1/reports/pages?prop=noequals")
+    assert bad_filter.json()["error"]["details"] == {"param": "prop"}
+
+
+def test_openapi_document(tmp_path: Path) -> None:
+    directory, _, _, _ = setup(tmp_path)
+    document = client(directory).get("/api/v1/openapi.json").json()
+    assert document["openapi"] == "3.1.0"
+    parameters = document["paths"]["/api/v1/reports/{report}"]["get"]["parameters"]
+    assert "funnel" in parameters[0]["schema"]["enum"]
+    assert {"site", "from", "to", "format", "country", "prop"} <= {p["name"] for p in parameters}
+
+
+def test_cli_users_and_token(tmp_path: Path) -> None:
+    data_dir = tmp_path / "cli"
+    data_dir.mkdir()
+    cli(data_dir, "sites", "add", "cli.example")
+    env_args = [sys.executable, "-m", "trackpixel", "users", "add", "ops@example.com",
+                "--role", "viewer", "--site", "cli.example", "--password-stdin"]
+    added = subprocess.run(env_args, input=PASSWORD + "\n", capture_output=True, text=True,
+                           env={"TRACKPIXEL_DATA_DIR": str(data_dir), "PATH": "/usr/bin"},
+                           timeout=60)
+    assert added.returncode == 0, added.stderr
+    listed = cli(data_dir, "users", "list", "--format", "csv").stdout
+    assert "ops@example.com,viewer," in listed
+    token = cli(data_dir, "users", "token", "ops@example.com").stdout.strip()
+    assert token.startswith("tpt_")
+    short = subprocess.run([*env_args[:5], "short@example.com", *env_args[6:]],
+                           input="short\n", capture_output=True, text=True,
+                           env={"TRACKPIXEL_DATA_DIR": str(data_dir)}, timeout=60)
+    assert short.returncode == 1
+    assert "password too short" in short.stderr

@@ -1,0 +1,207 @@
+"""Report values from the JSON API on a generated dataset, checked against answers computed
+in plain Python from the same rows. The site is in Europe/Berlin and the range contains
+2025-03-30, when clocks there jump from 02:00 to 03:00."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, defaultdict
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from web_fixtures import add_user, client, event, insert_events, make_site, open_data_dir
+
+from trackpixel.storage.records import EventRow
+from trackpixel.web import auth
+
+ZONE = ZoneInfo("Europe/Berlin")
+FROM, TO = "2025-03-28", "2025-04-02"
+PATHS = ["/", "/pricing", "/signup", "/blog/<b>x</b>"]
+CHANNELS = ["direct", "organic_search", "email"]
+
+
+def generate(site: object, seed: int = 11) -> list[EventRow]:
+    """Sessions of 1 to 5 events from 40 visitors who return on several days."""
+    rng = random.Random(seed)
+    start = datetime(2025, 3, 27, 12, tzinfo=ZONE)
+    rows = []
+    for session in range(400):
+        visitor = f"v{rng.randrange(40)}"
+        ts = int((start + timedelta(minutes=rng.randrange(7 * 24 * 60))).timestamp() * 1000)
+        channel = rng.choice(CHANNELS)
+        country = rng.choice(["DE", "NZ", "US"])
+        device = rng.choice(["desktop", "mobile"])
+        bot = 1 if rng.random() < 0.05 else 0
+        for position in range(rng.randint(1, 5)):
+            custom = position > 0 and rng.random() < 0.3
+            name = rng.choice(["Signup", "Purchase"]) if custom else "page_view"
+            rows.append(event(
+                site, ts, kind="custom" if custom else "page_view", name=name,
+                source="beacon" if custom else "pixel", path=rng.choice(PATHS),
+                channel=channel, visitor_id=visitor, session_id=f"s{session}",
+                session_start=1 if position == 0 else 0, country=country, device_type=device,
+                is_bot=bot, bot_reason="ua" if bot else None,
+                value=10.0 if name == "Purchase" else None,
+                props='{"plan":"pro"}' if name == "Signup" and rng.random() < 0.5 else
+                ('{"plan":"free"}' if name == "Signup" else None)))
+            ts += rng.randint(10_000, 900_000)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, object, list[EventRow]]:
+    directory, conn = open_data_dir(tmp_path_factory.mktemp("reports"))
+    site = make_site(conn, "reports.example", "Europe/Berlin")
+    rows = generate(site)
+    insert_events(conn, rows)
+    user = add_user(conn, "admin@example.com")
+    token = auth.create_token(conn, user)
+    test_client = client(directory)
+    test_client.headers["Authorization"] = f"Bearer {token}"
+    return test_client, site, rows
+
+
+def people(rows: list[EventRow], from_day: str = FROM, to_day: str = TO) -> list[EventRow]:
+    return [row for row in rows if from_day <= row.local_day <= to_day and not row.is_bot]
+
+
+def fetch(test_client: object, report: str, **params: object) -> dict[str, object]:
+    response = test_client.get(f"/api/v1/reports/{report}",  # type: ignore[attr-defined]
+                               params={"from": FROM, "to": TO, **params})
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def as_dicts(body: dict[str, object]) -> list[dict[str, object]]:
+    columns = body["columns"]
+    return [dict(zip(columns, row, strict=True)) for row in body["rows"]]  # type: ignore
+
+
+def test_overview_totals_match_python(dataset: tuple) -> None:
+    test_client, site, rows = dataset
+    body = fetch(test_client, "overview", site=site.id)
+    values = {row["metric"]: row for row in as_dicts(body)}
+    expected = people(rows)
+    assert values["visitors"]["value"] == len({row.visitor_id for row in expected})
+    assert values["page_views"]["value"] == sum(row.kind == "page_view" for row in expected)
+    assert values["events"]["value"] == len(expected)
+    assert values["conversions"]["value"] == sum(row.kind == "custom" for row in expected)
+    assert values["sessions"]["value"] == len({row.session_id for row in expected
+                                               if row.session_start})
+    previous = people(rows, "2025-03-22", "2025-03-27")
+    assert values["visitors"]["previous"] == len({row.visitor_id for row in previous})
+
+
+def test_multi_day_visitors_not_summed(dataset: tuple) -> None:
+    test_client, site, rows = dataset
+    expected = people(rows)
+    daily = defaultdict(set)
+    for row in expected:
+        daily[row.local_day].add(row.visitor_id)
+    total = {row["metric"]: row["value"] for row in as_dicts(fetch(test_client, "overview"))}
+    assert total["visitors"] == len({row.visitor_id for row in expected})
+    assert total["visitors"] < sum(len(visitors) for visitors in daily.values())
+
+
+def test_daily_series_includes_dst_day(dataset: tuple) -> None:
+    test_client, site, rows = dataset
+    series = {row["bucket"]: row for row in as_dicts(fetch(test_client, "timeseries"))}
+    expected = people(rows)
+    assert list(series) == ["2025-03-28", "2025-03-29", "2025-03-30", "2025-03-31",
+                            "2025-04-01", "2025-04-02"]
+    for day, row in series.items():
+        on_day = [event for event in expected if event.local_day == day]
+        assert row["visitors"] == len({event.visitor_id for event in on_day}), day
+        assert row["page_views"] == sum(event.kind == "page_view" for event in on_day), day
+
+
+def test_hourly_series_on_dst_day(dataset: tuple) -> None:
+    test_client, site, rows = dataset
+    body = fetch(test_client, "timeseries", interval="hour", **{"from": "2025-03-30",
+                                                                 "to": "2025-03-30"})
+    hours = {row["bucket"]: row["page_views"] for row in as_dicts(body)}
+    expected = Counter()
+    for row in people(rows, "2025-03-30", "2025-03-30"):
+        if row.kind == "page_view":
+            local = datetime.fromtimestamp(row.ts / 1000, ZONE)
+            expected[f"{local.date()} {local.hour:02d}:00"] += 1
+    assert hours["2025-03-30 02:00"] == 0  # this local hour does not exist in Berlin
+    for bucket, count in hours.items():
+        assert count == expected.get(bucket, 0), bucket
+
+
+def test_weekly_series_counts_distinct_visitors(dataset: tuple) -> None:
+    test_client, site, rows = dataset
+    body = fetch(test_client, "timeseries", interval="week")
+    weeks = {row["bucket"]: row["visitors"] for row in as_dicts(body)}
+    expected = defaultdict(set)
+    for row in people(rows):
+        day = datetime.strptime(row.local_day, "%Y-%m-%d").date()
+        expected[(day - timedelta(days=day.weekday())).isoformat()].add(row.visitor_id)
+    assert weeks == {week: len(visitors) for week, visitors in expected.items()}
+
+
+def test_pages_and_channels_match_python(dataset: tuple) -> None:
+    test_client, site, rows = dataset
+    expected = people(rows)
+    pages = {row["path"]: row["page_views"] for row in as_dicts(fetch(test_client, "pages"))}
+    assert pages == Counter(row.path for row in expected if row.kind == "page_view")
+    channels = {row["channel"]: row["sessions"]
+                for row in as_dicts(fetch(test_client, "channels"))}
+    assert channels == Counter(row.channel for row in expected if row.session_start)
+
+
+def test_filters_restrict_every_count(dataset: tuple) -> None:
+    test_client, site, rows = dataset
+    body = fetch(test_client, "countries", device="mobile", channel="email")
+    countries = {row["country"]: row["visitors"] for row in as_dicts(body)}
+    expected = defaultdict(set)
+    for row in people(rows):
+        if row.device_type == "mobile" and row.channel == "email":
+            expected[row.country].add(row.visitor_id)
+    assert countries == {key: len(value) for key, value in expected.items()}
+    assert body["filters"] == {"channel": "email", "device": "mobile"}
+
+
+def test_property_filter_and_breakdown(dataset: tuple) -> None:
+    test_client, site, rows = dataset
+    body = fetch(test_client, "events", prop="plan=pro")
+    events = {row["name"]: row["events"] for row in as_dicts(body)}
+    assert events == {"Signup": sum(row.props == '{"plan":"pro"}' for row in people(rows))}
+    props = as_dicts(fetch(test_client, "event_properties"))
+    counted = {(row["name"], row["property"], row["value"]): row["events"] for row in props}
+    assert counted[("Signup", "plan", "free")] == sum(row.props == '{"plan":"free"}'
+                                                      for row in people(rows))
+
+
+def test_funnel_matches_python(dataset: tuple) -> None:
+    test_client, site, rows = dataset
+    body = fetch(test_client, "funnel", step=["page:/pricing", "event:Signup"],
+                 window_hours=1)
+    by_visitor = defaultdict(list)
+    for row in sorted(people(rows), key=lambda row: (row.visitor_id, row.ts)):
+        by_visitor[row.visitor_id].append(row)
+    first = second = 0
+    for events in by_visitor.values():
+        starts = [row for row in events if row.kind == "page_view" and row.path == "/pricing"]
+        if not starts:
+            continue
+        first += 1
+        t0 = starts[0].ts
+        if any(row.name == "Signup" and t0 < row.ts <= t0 + 3_600_000 for row in events):
+            second += 1
+    steps = as_dicts(body)
+    assert [step["visitors"] for step in steps] == [first, second]
+    assert steps[1]["drop_off"] == first - second
+
+
+def test_csv_export_of_pages(dataset: tuple) -> None:
+    test_client, site, rows = dataset
+    response = test_client.get("/api/v1/reports/pages",
+                               params={"from": FROM, "to": TO, "format": "csv"})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    lines = response.text.splitlines()
+    assert lines[0] == "path,page_views,visitors,entries"
+    assert len(lines) == 1 + len(PATHS)
