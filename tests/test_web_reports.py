@@ -1,4 +1,4 @@
-"""Report values from the JSON API on a generated dataset, checked against answers computed
+"""Report values from the JSON API on a generated dataset, checked against values computed
 in plain Python from the same rows. The site is in Europe/Berlin and the range contains
 2025-03-30, when clocks there jump from 02:00 to 03:00."""
 
