@@ -38,8 +38,10 @@ users_app = typer.Typer(help="Add and list dashboard users and their API tokens.
                         no_args_is_help=True)
 app.add_typer(users_app, name="users")
 
-console = Console()
-error_console = Console(stderr=True)
+# soft_wrap: long lines (signed URLs, tags, errors) are printed whole, never broken at the
+# terminal width, so they can be copied.
+console = Console(soft_wrap=True)
+error_console = Console(stderr=True, soft_wrap=True)
 
 PUBLIC_URL_ENV = "TRACKPIXEL_PUBLIC_URL"
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
@@ -48,8 +50,15 @@ DataDirOption = Annotated[str | None, typer.Option(
     "--data-dir", envvar="TRACKPIXEL_DATA_DIR", show_envvar=True,
     help="Data directory holding the database, spools, secret and config.toml "
          "[default: ./trackpixel-data].")]
+def _check_collector(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise typer.BadParameter(f"{value!r} must start with http:// or https://, "
+                                 "e.g. https://t.example.com")
+    return value.rstrip("/")
+
+
 CollectorOption = Annotated[str, typer.Option(
-    "--collector", envvar=PUBLIC_URL_ENV, show_envvar=True,
+    "--collector", envvar=PUBLIC_URL_ENV, show_envvar=True, callback=_check_collector,
     help="Public base URL of the collector, as browsers and mail clients reach it.")]
 SiteOption = Annotated[str, typer.Option("--site", help="Site id or domain.")]
 
@@ -85,8 +94,14 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _open(data_dir: str | None) -> tuple[DataDir, SqliteStore]:
+def _open(data_dir: str | None, *, create: bool = False) -> tuple[DataDir, SqliteStore]:
+    """Open the data directory's store. Only commands that set one up may ``create`` it, so a
+    mistyped --data-dir is an error, not a new store with a new signing secret."""
     directory = resolve_data_dir(data_dir)
+    if not create and not directory.db_path.exists():
+        raise CliError(f"no trackpixel data directory at {directory.root}: pass --data-dir "
+                       "(or set TRACKPIXEL_DATA_DIR), or create one with 'trackpixel quickstart' "
+                       "or 'trackpixel sites add DOMAIN'")
     directory.ensure()
     return directory, SqliteStore(directory.db_path)
 
@@ -123,12 +138,28 @@ def serve(
 ) -> None:
     """Run the collector (pixel, beacon, snippet, redirects, API) and the processor."""
     from trackpixel.serve import serve as run_server
+
+    _check_port_free(host, port)
     from trackpixel.storage.backends import resolve_store_url
 
     logs.configure()
     directory = resolve_data_dir(data_dir)
     run_server(directory, host, port, workers, with_processor=processor,
                store_url=resolve_store_url(directory, store))
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail when another process listens on the port. granian binds with SO_REUSEPORT, so a
+    second server would otherwise start and silently take part of the traffic."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise CliError(f"cannot listen on {host}:{port}: {exc.strerror}; is another "
+                           "server running? Stop it or choose --port") from None
 
 
 @app.command()
@@ -174,7 +205,7 @@ def sites_add(
     output: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
 ) -> None:
     """Add a site and print its id and server API key (shown only once)."""
-    _, store = _open(data_dir)
+    _, store = _open(data_dir, create=True)
     site, api_key = add_site(store.conn, domain, timezone=timezone,
                              extra_domains=tuple(also or ()), cookies=cookies)
     record = {**_site_record(site), "api_key": api_key}
@@ -250,6 +281,8 @@ def email_pixel(
     recipient; a merge tag inside a signed URL would break it, hence one URL per recipient."""
     if recipient and recipients:
         raise CliError("give --recipient or --recipients, not both")
+    if not campaign.strip():
+        raise CliError("--campaign is empty: give the campaign's name or id")
     directory, store = _open(data_dir)
     found = get_site(store.conn, site)
     base = collector.rstrip("/")
@@ -285,7 +318,9 @@ def link(
     campaign: Annotated[str | None, typer.Option(help="Campaign name or id.")] = None,
     creative: Annotated[str | None, typer.Option(help="Ad creative.")] = None,
     placement: Annotated[str | None, typer.Option(help="Ad placement.")] = None,
-    recipient: Annotated[str | None, typer.Option(help="Email recipient id or merge tag.")]
+    recipient: Annotated[str | None, typer.Option(
+        help="Opaque email recipient id, stored hashed. Not a merge tag: it is signed into "
+             "the link, so sign one link per recipient.")]
     = None,
     channel: Annotated[str | None, typer.Option(
         help="Channel to record, e.g. email or display; default: from the URL's UTM tags.")]
@@ -322,7 +357,8 @@ def _check_day(value: str, option: str) -> str:
     try:
         return date.fromisoformat(value).isoformat()
     except ValueError:
-        raise CliError(f"{option} {value!r} is not a date in YYYY-MM-DD form") from None
+        raise CliError(f"{option} {value!r} is not a valid date; use YYYY-MM-DD, "
+                       "e.g. 2026-11-30") from None
 
 
 FromOption = Annotated[str | None, typer.Option(
@@ -441,7 +477,10 @@ def export(
     cursor = store.conn.execute(
         f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE site_id = ? AND local_day >= ? "
         "AND local_day <= ? ORDER BY ts, id", (found.id, query.from_day, query.to_day))
-    handle = open(output, "w", newline="") if output else sys.stdout  # noqa: SIM115
+    try:
+        handle = open(output, "w", newline="") if output else sys.stdout  # noqa: SIM115
+    except OSError as exc:
+        raise CliError(f"cannot write {output}: {exc.strerror}") from None
     try:
         if output_format is ExportFormat.csv:
             writer = csv.writer(handle, lineterminator="\n")
@@ -755,6 +794,21 @@ def _signal_pairs(items: list[str], option: str) -> dict[str, str]:
             raise CliError(f"{option} {item!r} must look like ad_storage=denied")
         pairs[signal.strip()] = state.strip()
     return pairs
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        sys.stdout.write(f"trackpixel {version('trackpixel')}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="Print the version and exit.")] = False) -> None:
+    """Self-hosted tracking pixel and conversion measurement server."""
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ A data directory contains:
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import secrets
@@ -19,6 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_DATA_DIR = "./trackpixel-data"
+# Settings read by the storage backends from ``Settings.extra``: the event store URL and the
+# spool row limit.
+EXTRA_KEYS = frozenset({"store", "max_spool_rows"})
 DATA_DIR_ENV = "TRACKPIXEL_DATA_DIR"
 
 
@@ -112,6 +116,13 @@ def parse_settings(raw: dict[str, object], origin: str) -> Settings:
 
     known = {"trusted_proxies", "spool_sync", "max_query_bytes", "max_body_bytes",
              "session_timeout_minutes"}
+    unknown = sorted(set(raw) - known - EXTRA_KEYS)
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, sorted(known | EXTRA_KEYS), n=1)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ConfigError(f"{origin}: unknown setting {', '.join(hints)}")
     return Settings(
         trusted_proxies=tuple(proxies),
         max_query_bytes=_positive_int(raw, "max_query_bytes", 8192, origin),

@@ -104,6 +104,14 @@ def list_sites(conn: sqlite3.Connection) -> list[Site]:
 
 
 def get_site(conn: sqlite3.Connection, site_id: str) -> Site:
+    """Find a site by id, main domain, allowed domain or a URL on one of them."""
+    wanted = site_id.strip()
+    if "://" in wanted:
+        wanted = wanted.split("://", 1)[1].split("/", 1)[0].split(":", 1)[0]
+    wanted_host = wanted.lower().rstrip(".")
+    for site in list_sites(conn):
+        if site.id == wanted or site.domain == wanted_host or wanted_host in site.allowed_domains:
+            return site
     row = conn.execute(
         "SELECT id, domain, allowed_domains, timezone, api_key_hash, cookies, privacy "
         "FROM sites WHERE id = ? OR domain = ?",

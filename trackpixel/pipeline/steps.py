@@ -105,6 +105,13 @@ def page(hit: Hit, draft: Draft, ctx: Context) -> None:
 
 
 def user_agent(hit: Hit, draft: Draft, ctx: Context) -> None:
+    """Parse the user agent and give the bot verdict. A server API event is sent by the
+    site's own back office, authenticated by its key, so its client is no visitor's browser
+    and never a bot."""
+    if hit.source is Source.API:
+        draft.update(browser=None, browser_version=None, os=None, os_version=None,
+                     device_type=None, is_bot=0, bot_reason=None)
+        return
     agent = useragent.analyse(hit.user_agent)
     draft.update(browser=agent.browser, browser_version=agent.browser_version, os=agent.os,
                  os_version=agent.os_version, device_type=agent.device_type)

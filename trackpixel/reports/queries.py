@@ -105,7 +105,7 @@ def rejected_by_reason(site_id: str, from_ts: int, to_ts: int) -> Sql:
     text = """
 SELECT reason, COUNT(*) AS hits
 FROM rejected_hits
-WHERE (site_id = :site_id OR site_id IS NULL) AND received_ts >= :from_ts AND received_ts < :to_ts
+WHERE site_id = :site_id AND received_ts >= :from_ts AND received_ts < :to_ts
 GROUP BY reason
 ORDER BY hits DESC, reason
 """
@@ -727,7 +727,7 @@ def rejected_summary(site_id: str, from_ts: int, to_ts: int) -> Sql:
     text = """
 SELECT reason, COUNT(*) AS hits, MAX(received_ts) AS last_ts
 FROM rejected_hits
-WHERE (site_id = :site_id OR site_id IS NULL) AND received_ts >= :from_ts AND received_ts < :to_ts
+WHERE site_id = :site_id AND received_ts >= :from_ts AND received_ts < :to_ts
 GROUP BY reason
 ORDER BY hits DESC, reason
 """
@@ -738,7 +738,7 @@ def rejected_samples(site_id: str, from_ts: int, to_ts: int, max_rows: int) -> S
     text = """
 SELECT reason, received_ts, source, detail, raw, user_agent
 FROM rejected_hits
-WHERE (site_id = :site_id OR site_id IS NULL) AND received_ts >= :from_ts AND received_ts < :to_ts
+WHERE site_id = :site_id AND received_ts >= :from_ts AND received_ts < :to_ts
 ORDER BY received_ts DESC
 LIMIT :max_rows
 """

@@ -125,7 +125,7 @@ def funnel(store: EventStore, site: Site, query: ReportQuery, steps: list[str],
         gap = gaps[index]
         rows.append([
             index + 1, step, count,
-            percent(count, previous) if index else 100.0,
+            percent(count, previous) if index else (100.0 if count else 0.0),
             percent(count, counts[0] or 0),
             (previous - count) if index else 0,
             round(gap / 1000, 1) if gap is not None else None,
@@ -439,7 +439,7 @@ def funnel_steps(store: EventStore, site: Site, query: ReportQuery, *,
         previous = reached[index - 1] if index else count
         mean_gap = round(gap_totals[index] / count / 1000, 1) if index and count else None
         table_rows.append([index + 1, step_def.label(), count,
-                           percent(count, previous) if index else 100.0,
+                           percent(count, previous) if index else (100.0 if count else 0.0),
                            percent(count, reached[0]), previous - count, mean_gap])
     title = "Funnel"
     if len(rows) >= MAX_FUNNEL_ROWS:
