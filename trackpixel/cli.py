@@ -389,6 +389,9 @@ _simple_report("campaigns", reports.campaigns,
                "Campaigns with sessions, impressions, clicks, opens and value.")
 _simple_report("email", reports.email,
                "Email campaigns: opens, unique human opens, machine opens, clicks.")
+_simple_report("rejected", reports.rejected_hits,
+               "Rejected hits by reason, with recent samples.")
+_simple_report("bots", reports.bot_traffic, "Bot traffic by detector.")
 
 
 @report_app.command("funnel")
