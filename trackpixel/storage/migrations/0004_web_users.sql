@@ -39,6 +39,3 @@ CREATE TABLE login_failures (
 
 CREATE INDEX login_failures_key_ts ON login_failures (key_hash, ts);
 
--- Covers the dashboard's per-day scans so they read the index instead of the table rows.
-CREATE INDEX events_site_day_kind ON events (site_id, local_day, kind, is_bot, machine_open,
-    visitor_id, session_id, session_start);
