@@ -38,5 +38,6 @@ def create_web_app(data_dir: DataDir) -> Starlette:
         Route("/{path:path}", api.not_found),
     ]
     app = Starlette(routes=routes)
-    app.state.web = WebConfig(db_path=data_dir.db_path, templates=make_templates())
+    app.state.web = WebConfig(db_path=data_dir.db_path, templates=make_templates(),
+                              trusted_proxies=data_dir.settings().trusted_proxies)
     return app

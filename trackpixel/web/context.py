@@ -14,6 +14,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from trackpixel.identity import Network
 from trackpixel.sites import Site, list_sites
 from trackpixel.storage.sqlite import connect
 from trackpixel.web import auth
@@ -23,6 +24,8 @@ from trackpixel.web import auth
 class WebConfig:
     db_path: Path
     templates: Environment
+    # Proxies whose X-Forwarded-For is believed, as in the collector's settings.
+    trusted_proxies: tuple[Network, ...] = ()
 
 
 def make_templates() -> Environment:

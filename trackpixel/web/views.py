@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from trackpixel.identity import client_ip
 from trackpixel.reports.run import Table
 from trackpixel.web import auth, csrf
 from trackpixel.web.api import resolve_site
@@ -60,9 +61,10 @@ def _safe_next(value: str | None) -> str:
 
 
 def _client_address(request: Request) -> str:
-    # NOTE: behind a reverse proxy this is the proxy's address, so throttling then counts
-    # per email across all clients of that proxy.
-    return request.client.host if request.client else "unknown"
+    """Return the client address, read through the trusted proxies as the collector does."""
+    peer = request.client.host if request.client else None
+    return client_ip(peer, request.headers.get("x-forwarded-for"),
+                     config(request).trusted_proxies) or "unknown"
 
 
 # Login and logout
