@@ -14,7 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Columns whose vocabulary is small use LowCardinality; ClickHouse 18.16 accepts that type
+# ``visitor_key`` and ``session_key`` are 64-bit hashes of the ids. Exact distinct counts over
+# them are several times faster than over the strings (see ``dialect.translate``); they are
+# DEFAULT columns, not MATERIALIZED, so inserts through a Distributed table fill them.
+# Columns whose vocabulary is small (and ``path``, which reports group by) use LowCardinality; ClickHouse 18.16 accepts that type
 # only with allow_experimental_low_cardinality_type = 1, which the store sets for 18.x.
 EVENTS_COLUMNS = """
     event_uid String,
@@ -28,7 +31,7 @@ EVENTS_COLUMNS = """
     client_event_id Nullable(String),
     url Nullable(String),
     host LowCardinality(Nullable(String)),
-    path Nullable(String),
+    path LowCardinality(Nullable(String)),
     title Nullable(String),
     referrer Nullable(String),
     referrer_host LowCardinality(Nullable(String)),
@@ -67,7 +70,9 @@ EVENTS_COLUMNS = """
     gpc UInt8,
     dnt UInt8,
     cookieless UInt8,
-    user_data Nullable(String)
+    user_data Nullable(String),
+    visitor_key UInt64 DEFAULT cityHash64(visitor_id),
+    session_key UInt64 DEFAULT cityHash64(session_id)
 """
 
 REJECTED_COLUMNS = """

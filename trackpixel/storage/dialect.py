@@ -18,6 +18,7 @@ SQLITE = "sqlite"
 CLICKHOUSE = "clickhouse"
 
 _PLACEHOLDER = re.compile(r"(?<![:\w]):([A-Za-z_][A-Za-z0-9_]*)")
+_HASHED_IDS = re.compile(r"\b(visitor|session)_id\b")
 _FROM_EVENTS = re.compile(r"\bFROM\s+events\b(?!_)(\s+AS\s+\w+)?", re.IGNORECASE)
 
 
@@ -38,10 +39,48 @@ def translate(sql: str, dialect: str, *, final: bool = False) -> str:
         return sql
     if dialect != CLICKHOUSE:
         raise ValueError(f"unknown SQL dialect {dialect!r}; expected sqlite or clickhouse")
-    text = clickhouse_placeholders(sql)
+    text = _use_hashed_ids(clickhouse_placeholders(sql))
     if final:
         text = _FROM_EVENTS.sub(lambda match: f"FROM events{match.group(1) or ''} FINAL", text)
     return text
+
+
+def _use_hashed_ids(sql: str) -> str:
+    """Count and group visitors and sessions by their 64-bit hash columns.
+
+    ``COUNT(DISTINCT ...)`` arguments are always rewritten. ``GROUP BY visitor_id`` (or
+    ``session_id``) is rewritten only when the query uses that id nowhere else, so a query that
+    selects the ids still gets the strings.
+    NOTE: two different ids with the same 64-bit hash count as one; for n ids the chance of
+    any such pair is about n**2 / 2**65 (3e-8 for a million).
+    """
+    parts = []
+    position = 0
+    for match in re.finditer(r"COUNT\(DISTINCT\b", sql, re.IGNORECASE):
+        end = _closing_parenthesis(sql, match.end() - len("DISTINCT") - 1)
+        parts.append(sql[position:match.start()])
+        parts.append(_HASHED_IDS.sub(r"\1_key", sql[match.start():end]))
+        position = end
+    parts.append(sql[position:])
+    text = "".join(parts)
+    for prefix in ("visitor", "session"):
+        grouped = len(re.findall(rf"\bGROUP BY {prefix}_id\b", text))
+        if grouped and grouped == len(re.findall(rf"\b{prefix}_id\b", text)):
+            text = re.sub(rf"\bGROUP BY {prefix}_id\b", f"GROUP BY {prefix}_key", text)
+    return text
+
+
+def _closing_parenthesis(sql: str, opening: int) -> int:
+    """Return the index just after the parenthesis that closes the one at ``opening``."""
+    depth = 0
+    for index in range(opening, len(sql)):
+        if sql[index] == "(":
+            depth += 1
+        elif sql[index] == ")":
+            depth -= 1
+            if depth == 0:
+                return index + 1
+    raise ValueError(f"unbalanced parentheses in SQL: {sql!r}")
 
 
 def normalize_value(value: Any) -> Any:
