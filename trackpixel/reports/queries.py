@@ -78,7 +78,7 @@ SELECT
     SUM(CASE WHEN hits = 1 THEN 1 ELSE 0 END) AS bounces,
     AVG((last_ts - first_ts) / 1000.0) AS mean_duration_s
 FROM (
-    SELECT session_id, COUNT(*) AS hits, MIN(ts) AS first_ts, MAX(ts) AS last_ts,
+    SELECT COUNT(*) AS hits, MIN(ts) AS first_ts, MAX(ts) AS last_ts,
            MAX(session_start) AS started
     FROM events
     WHERE {where} AND source IN ('pixel', 'beacon')
@@ -258,7 +258,7 @@ SELECT {', '.join(totals)}
 FROM (
     SELECT {', '.join(reached)}
     FROM (
-        SELECT visitor_id, {', '.join(arrays)}
+        SELECT {', '.join(arrays)}
         FROM events
         WHERE {where} AND name IN ({names})
         GROUP BY visitor_id
