@@ -71,7 +71,7 @@ def test_generated_data_covers_reports(stores) -> None:  # type: ignore[no-untyp
 
 
 def test_duplicate_client_ids_rejected_alike(stores) -> None:  # type: ignore[no-untyped-def]
-    site, sqlite_store, clickhouse_store = stores
+    _, sqlite_store, clickhouse_store = stores
     sql = ("SELECT reason, COUNT(*) FROM rejected_hits GROUP BY reason ORDER BY reason")
     expected = sqlite_store.query(sql, {})
     assert ("duplicate_event_id",) in [(row[0],) for row in expected]

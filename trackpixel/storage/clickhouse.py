@@ -4,7 +4,7 @@ Sites, salts, spool cursors and sessions stay in the local SQLite ``trackpixel.d
 holds only ``events`` and ``rejected_hits``. The processor inserts a batch here first and then
 advances its SQLite cursor, so a crash between the two replays the batch. ``write_batch``
 makes that replay harmless: after a failure, and for the first batches of each spool in a new
-process, it asks ClickHouse which of the batch's ids are already stored and skips them. The
+process, it queries ClickHouse for the batch's ids that are already stored and skips them. The
 checks stop for a spool once one of its batches is found entirely new.
 
 Store URL: ``clickhouse://[user[:password]@]host[:port]/database[?cluster=NAME&final=1]``.
@@ -104,8 +104,8 @@ class ClickHouseStore:
         self.url = ClickHouseUrl.parse(url)
         self._client_class = Client
         self.client = self._connect(self.url.host, self.url.port, self.url.database)
-        # Spools whose next batch may already be stored: every spool when the process starts,
-        # and any spool whose last insert failed part-way.
+        # Spools whose next batch is known to be new. A spool is missing from the set when the
+        # process starts, after a failed insert and after a batch that was partly stored.
         self._verified_spools: set[str] = set()
         if apply_migrations:
             self.migrate()
@@ -134,6 +134,7 @@ class ClickHouseStore:
         servers = [(self.url.host, self.url.port)]
         if self.url.cluster:
             servers = self._cluster_servers(bootstrap)
+
         applied: list[str] = []
         clients = []
         for host, port in servers:
@@ -141,6 +142,7 @@ class ClickHouseStore:
             admin.execute(f"CREATE DATABASE IF NOT EXISTS {database}")
             admin.execute(schema.SCHEMA_MIGRATIONS_DDL.format(db=database))
             clients.append(admin)
+
         names = {"db": database, "cluster": self.url.cluster,
                  "events": "events_local" if self.url.cluster else "events",
                  "rejected": "rejected_hits_local" if self.url.cluster else "rejected_hits"}
@@ -156,6 +158,7 @@ class ClickHouseStore:
                     continue
                 self._record(client, migration.name)
                 applied.append(migration.name)
+
             if not self.url.cluster:
                 continue
             for client in clients:
@@ -166,6 +169,7 @@ class ClickHouseStore:
                     client.execute(statement.format(**names), settings=settings)
                 self._record(client, migration.name)
                 applied.append(migration.name)
+
         for client in [bootstrap, *clients]:
             client.disconnect()
         for name in applied:
@@ -221,31 +225,33 @@ class ClickHouseStore:
             # Once a batch turns out to be entirely new, the ones after it are new as well.
             verified = not stored_events and not stored_hits
 
-        kept, duplicates = self._split_duplicates(events)
+        new_events, duplicates = self._split_duplicates(events)
         rejected.extend(row for row in duplicates if row.hit_uid not in stored_hits)
-        if kept:
+        if new_events:
             self.client.execute(
                 f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES",
-                [_event_values(event) for event in kept], types_check=False)
+                [_event_values(event) for event in new_events], types_check=False)
         if rejected:
             self.client.execute(
                 f"INSERT INTO rejected_hits ({', '.join(REJECTED_COLUMNS)}) VALUES",
                 [astuple(row) for row in rejected], types_check=False)
         if verified:
             self._verified_spools.add(batch.spool)
-        return WriteResult(stored=len(kept), duplicates=len(duplicates), rejected=len(rejected))
+        return WriteResult(stored=len(new_events), duplicates=len(duplicates),
+                           rejected=len(rejected))
 
-    def _split_duplicates(self, events: list[EventRow]) -> tuple[list[EventRow], list[RejectedRow]]:
+    def _split_duplicates(
+            self, events: list[EventRow]) -> tuple[list[EventRow], list[RejectedRow]]:
         """Separate events whose client event id is already stored (or earlier in the batch)."""
         with_ids = [event for event in events if event.client_event_id is not None]
         if not with_ids:
             return events, []
         owners = self._stored_client_ids(with_ids)
-        kept: list[EventRow] = []
+        new_events: list[EventRow] = []
         duplicates: list[RejectedRow] = []
         for event in events:
             if event.client_event_id is None:
-                kept.append(event)
+                new_events.append(event)
                 continue
             key = (event.site_id, event.name, event.client_event_id)
             owner = owners.get(key)
@@ -253,8 +259,8 @@ class ClickHouseStore:
                 duplicates.append(duplicate_rejection(event))
                 continue
             owners[key] = event.event_uid
-            kept.append(event)
-        return kept, duplicates
+            new_events.append(event)
+        return new_events, duplicates
 
     def _stored_client_ids(self, events: list[EventRow]) -> dict[tuple[str, str, str], str]:
         # NOTE: this lookup and the insert are not one transaction, so two processors writing
@@ -299,33 +305,14 @@ class ClickHouseStore:
             found.update(row[0] for row in rows)
         return found
 
-    def insert_events(self, events: list[EventRow]) -> None:
-        """Insert events as they are, without duplicate checks (used by ``trackpixel migrate``,
-        which checks its own checkpoint)."""
-        try:
-            self.client.execute(
-                f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES",
-                [_event_values(event) for event in events], types_check=False)
-        except _driver_errors() as exc:
-            raise StoreUnavailable(f"ClickHouse insert failed: {exc}") from exc
-
-    def insert_rejected(self, rows: list[RejectedRow]) -> None:
-        try:
-            self.client.execute(
-                f"INSERT INTO rejected_hits ({', '.join(REJECTED_COLUMNS)}) VALUES",
-                [astuple(row) for row in rows], types_check=False)
-        except _driver_errors() as exc:
-            raise StoreUnavailable(f"ClickHouse insert failed: {exc}") from exc
-
     # reads
 
     def query(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         """Run a report query written with ``:name`` placeholders; values come back as SQLite
         would return them (days as 'YYYY-MM-DD' strings, nan as None)."""
         text = translate(sql, CLICKHOUSE, final=self.url.final)
-        values = {key: _query_param(value) for key, value in params.items()}
         try:
-            rows = self.client.execute(text, values)
+            rows = self.client.execute(text, params)
         except _driver_errors() as exc:
             if _is_query_error(exc):
                 raise
@@ -346,10 +333,6 @@ def _event_values(event: EventRow) -> tuple[Any, ...]:
     values = list(astuple(event))
     values[_LOCAL_DAY_INDEX] = date.fromisoformat(event.local_day)
     return tuple(values)
-
-
-def _query_param(value: Any) -> Any:
-    return value
 
 
 def _ddl_settings(client: Any) -> dict[str, int]:

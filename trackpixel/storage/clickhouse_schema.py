@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# ``visitor_key`` and ``session_key`` are 64-bit hashes of the ids. Exact distinct counts over
-# them are several times faster than over the strings (see ``dialect.translate``); they are
-# DEFAULT columns, not MATERIALIZED, so inserts through a Distributed table fill them.
-# Columns whose vocabulary is small (and ``path``, which reports group by) use LowCardinality; ClickHouse 18.16 accepts that type
-# only with allow_experimental_low_cardinality_type = 1, which the store sets for 18.x.
+# ``visitor_key`` and ``session_key`` are 64-bit hashes of the ids, because exact distinct
+# counts over them are several times faster than over the strings (``dialect.translate``).
+# They are DEFAULT columns, not MATERIALIZED, so inserts through a Distributed table fill them.
+# Columns whose vocabulary is small, and ``path``, which reports group by, use LowCardinality.
+# ClickHouse 18.16 accepts that type only with allow_experimental_low_cardinality_type = 1,
+# which the store sets for 18.x servers.
 EVENTS_COLUMNS = """
     event_uid String,
     site_id LowCardinality(String),

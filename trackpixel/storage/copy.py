@@ -2,8 +2,8 @@
 
 The copy reads rows in ``id`` order and records the last copied id per table in the
 ClickHouse table ``copy_checkpoints`` after each insert. Run again after an interruption, it
-continues after the checkpoint; the batch that was in flight when it stopped may already be
-in ClickHouse, and ``ClickHouseStore.write_batch`` skips the ids it finds there.
+continues after the checkpoint. The batch that was in flight when it stopped may already be
+in ClickHouse, so ``ClickHouseStore.write_batch`` checks for its ids and skips those it finds.
 """
 
 from __future__ import annotations

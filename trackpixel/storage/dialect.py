@@ -51,8 +51,8 @@ def _use_hashed_ids(sql: str) -> str:
     ``COUNT(DISTINCT ...)`` arguments are always rewritten. ``GROUP BY visitor_id`` (or
     ``session_id``) is rewritten only when the query uses that id nowhere else, so a query that
     selects the ids still gets the strings.
-    NOTE: two different ids with the same 64-bit hash count as one; for n ids the chance of
-    any such pair is about n**2 / 2**65 (3e-8 for a million).
+    NOTE: two different ids with the same 64-bit hash count as one. For n ids the chance of
+    any such pair is about n**2 / 2**65, which is 3e-8 for a million ids.
     """
     parts = []
     position = 0
