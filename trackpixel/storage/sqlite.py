@@ -9,6 +9,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from trackpixel.storage import rollups
 from trackpixel.storage.records import (
     EVENT_COLUMNS,
     REJECTED_COLUMNS,
@@ -112,19 +113,23 @@ class SqliteStore:
         A row whose ``event_uid`` is already stored is a replay after a crash and is skipped.
         A row whose (site, name, client event id) is already stored is a duplicate: the first
         copy wins and the later one goes to ``rejected_hits`` as ``duplicate_event_id``.
+        The report rollups take in exactly the events inserted here.
         """
         conn = self.conn
         stored = duplicates = 0
+        inserted: list[EventRow] = []
         rejected = [astuple(row) for row in batch.rejected]
         conn.execute("BEGIN IMMEDIATE")
         try:
             for event in batch.events:
                 if conn.execute(_INSERT_EVENT, astuple(event)).rowcount:
                     stored += 1
+                    inserted.append(event)
                 elif self._is_duplicate(event):
                     duplicates += 1
                     rejected.append(astuple(duplicate_rejection(event)))
             conn.executemany(_INSERT_REJECTED, rejected)
+            rollups.apply_events(conn, inserted)
             self._store_progress(batch)
             conn.execute("COMMIT")
         except BaseException:
