@@ -20,8 +20,8 @@ import orjson
 from trackpixel import identity, logs, rights, tokens
 from trackpixel.collector.asgi import (
     CORS,
-    ASGIApp,
     NO_STORE,
+    ASGIApp,
     BodyTooLarge,
     ClientDisconnected,
     Receive,
