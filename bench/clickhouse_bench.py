@@ -9,7 +9,7 @@ Reports: ``--events`` events over 30 days are generated inside ClickHouse with
 ``INSERT ... SELECT ... FROM numbers(N)`` and ``--sqlite-events`` events with the same
 formulas inside SQLite (a recursive CTE into the real schema, indexes built afterwards). The
 overview, pages and funnel report runners and three single queries (events by day, unique
-visitors by day, top pages) are timed; each figure is the best of ``--repeat`` runs. Disk
+visitors by day, top pages) are timed. Each figure is the best of ``--repeat`` runs. Disk
 use is ``bytes_on_disk`` of the active parts in ``system.parts`` and the SQLite file size.
 
 The ClickHouse server is Debian's 18.16 ``clickhouse-server`` started on free 127.0.0.1
@@ -48,6 +48,7 @@ from trackpixel.reports import run as reports  # noqa: E402
 from trackpixel.reports.queries import ReportQuery  # noqa: E402
 from trackpixel.sites import add_site, get_site  # noqa: E402
 from trackpixel.storage.clickhouse import ClickHouseStore  # noqa: E402
+from trackpixel.storage.records import EVENT_COLUMNS  # noqa: E402
 from trackpixel.storage.sqlite import SqliteStore  # noqa: E402
 
 WRK = "/usr/bin/wrk"
@@ -249,7 +250,8 @@ def generate_clickhouse(store: ClickHouseStore, site_id: str, total: int,
     chunk = 10_000_000
     for offset in range(0, total, chunk):
         params.update(offset=offset, size=min(chunk, total - offset))
-        store.client.execute("INSERT INTO events " + CLICKHOUSE_EVENTS_SELECT, params,
+        store.client.execute(f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) "
+                             + CLICKHOUSE_EVENTS_SELECT, params,
                              settings={"max_insert_block_size": 1_048_576,
                                        "max_block_size": 65_536})
     return time.perf_counter() - started
@@ -298,6 +300,14 @@ def clickhouse_disk(store: ClickHouseStore) -> tuple[int, int]:
     return int(rows[0][0]), int(rows[0][1])
 
 
+class Summary(list[str]):
+    """Markdown lines of the result, each also printed as soon as it is measured."""
+
+    def append(self, line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+        super().append(line)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=10_000_000,
@@ -320,7 +330,7 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     server = ClickHouseServer(workdir / "clickhouse", binary)
     server.start()
-    lines: list[str] = []
+    lines = Summary()
     try:
         lines.append(f"- Machine: {platform.processor() or platform.machine()}, "
                      f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
@@ -389,7 +399,7 @@ def main() -> None:
         state.close()
     finally:
         server.stop()
-    print("\n".join(lines))
+    print("\n".join(lines), flush=True)
     if args.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
 

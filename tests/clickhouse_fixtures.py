@@ -1,6 +1,7 @@
 """Real ClickHouse servers for tests: each on free 127.0.0.1 ports with its own config and data.
 
-Import the fixtures into a test module (``from tests.clickhouse_fixtures import clickhouse``).
+Import the fixtures into a test module (``from clickhouse_fixtures import clickhouse``);
+``tests/conftest.py`` puts the tests folder on ``sys.path``.
 The server binary is Debian's ``clickhouse-server`` (18.16); when it is missing the fixture
 installs it with apt-get, and skips the test only if that fails.
 """
@@ -157,7 +158,7 @@ class ClickHouseServer:
 
                 Client(host="127.0.0.1", port=self.tcp_port).execute("SELECT 1")
                 return
-            except Exception:  # noqa: BLE001 - any failure means "not ready yet"
+            except Exception:
                 time.sleep(0.2)
         raise RuntimeError(f"clickhouse-server on port {self.tcp_port} did not start within "
                            f"{START_TIMEOUT_S} s; see {self.root}/server.err.log")

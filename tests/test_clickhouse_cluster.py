@@ -95,14 +95,14 @@ def test_two_shards_match_sqlite(clickhouse_shards: list[ClickHouseServer],  # n
         for candidate in (store, final_store):
             if name == "funnel":
                 actual = reports.funnel(candidate, found, query, ["Load", "Load"], 1)
-                wanted = reports.funnel(expected, found, query, ["Load", "Load"], 1)
+                from_sqlite = reports.funnel(expected, found, query, ["Load", "Load"], 1)
             else:
                 actual = getattr(reports, name)(candidate, found, query)
-                wanted = getattr(reports, name)(expected, found, query)
+                from_sqlite = getattr(reports, name)(expected, found, query)
             if name == "overview":
                 # Rejected hits are not copied to the SQLite comparison store.
                 actual.rows = [row for row in actual.rows if row[0] != "rejected_hits"]
-                wanted.rows = [row for row in wanted.rows if row[0] != "rejected_hits"]
-            assert actual.rows == wanted.rows, name
-    for each in (store, final_store, expected, sites):
-        each.close()
+                from_sqlite.rows = [row for row in from_sqlite.rows if row[0] != "rejected_hits"]
+            assert actual.rows == from_sqlite.rows, name
+    for opened in (store, final_store, expected, sites):
+        opened.close()
