@@ -26,6 +26,7 @@ import orjson
 
 from trackpixel.pipeline.fields import InvalidField
 from trackpixel.pipeline.userdata import normalise_email, sha256
+from trackpixel.storage import rollups
 from trackpixel.storage.records import EVENT_COLUMNS
 
 log = logging.getLogger("trackpixel.rights")
@@ -140,7 +141,8 @@ def pending_erasures(conn: sqlite3.Connection) -> list[tuple[int, int]]:
 
 
 def carry_out(conn: sqlite3.Connection, request_id: int) -> tuple[int, int]:
-    """Delete the person's events and session state in one transaction; clear the selector.
+    """Delete the person's events, session state and rollup entries in one transaction; clear
+    the selector.
 
     Returns the number of events and sessions erased."""
     row = conn.execute(
@@ -154,9 +156,13 @@ def carry_out(conn: sqlite3.Connection, request_id: int) -> tuple[int, int]:
     try:
         visitors = person_visitors(conn, sel)
         marks = ", ".join("?" for _ in visitors) or "NULL"
+        days = [row[0] for row in conn.execute(
+            f"SELECT DISTINCT local_day FROM events WHERE site_id = ? AND visitor_id IN ({marks})",
+            (site_id, *visitors))]
         events = conn.execute(
             f"DELETE FROM events WHERE site_id = ? AND visitor_id IN ({marks})",
             (site_id, *visitors)).rowcount
+        rollups.erase_visitors(conn, site_id, visitors, days)
         sessions = conn.execute(
             f"DELETE FROM visitor_sessions WHERE site_id = ? AND visitor_id IN ({marks})",
             (site_id, *visitors)).rowcount

@@ -5,15 +5,18 @@ The CLI, and later the JSON API and dashboard, call these; none of them writes S
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import orjson
 
-from trackpixel.reports import queries
+from trackpixel.reports import from_rollups, queries
 from trackpixel.reports.queries import ReportQuery, Sql
 from trackpixel.sites import Site
+from trackpixel.storage import rollups
 from trackpixel.storage.records import EventStore
 
 REPORT_NAMES = ("overview", "events", "pages", "sources", "campaigns", "email", "funnel")
@@ -39,12 +42,39 @@ def _table(store: EventStore, title: str, sql: Sql, columns: list[str]) -> Table
     return Table(title, columns, [list(row) for row in _run(store, sql)])
 
 
+def _rollups(store: EventStore, query: ReportQuery) -> sqlite3.Connection | None:
+    """Return the connection to read the rollups through, or None to run the raw SQL.
+
+    Rollups exist only in SQLite and hold no per-filter figures, so a filtered query, a
+    ClickHouse store or a site whose rollups await a rebuild reads the raw events.
+    """
+    conn = getattr(store, "conn", None)
+    if query.filters or _dialect(store) != "sqlite" or not isinstance(conn, sqlite3.Connection):
+        return None
+    return conn if rollups.is_ready(conn, query.site_id) else None
+
+
+def _rows(store: EventStore, query: ReportQuery, sql: Callable[[], Sql],
+          fast: Callable[[sqlite3.Connection], list[tuple[Any, ...]]] | None) -> list[list[Any]]:
+    """Return a report's rows from the rollups when ``fast`` is given and they apply."""
+    conn = _rollups(store, query) if fast is not None else None
+    if conn is not None and fast is not None:
+        return [list(row) for row in fast(conn)]
+    return [list(row) for row in _run(store, sql())]
+
+
 def overview(store: EventStore, site: Site, query: ReportQuery) -> Table:
-    totals = _run(store, queries.overview(query))[0]
+    conn = _rollups(store, query)
+    if conn is not None:
+        totals = from_rollups.overview_totals(conn, query)
+        summary = from_rollups.session_stats(conn, query)
+        quality = from_rollups.quality(conn, query)
+    else:
+        totals = _run(store, queries.overview(query))[0]
+        summary = _run(store, queries.sessions_summary(query))[0]
+        quality = _run(store, queries.quality(query))[0]
     visitors, sessions, page_views, custom_events, events, total_value = totals
-    summary = _run(store, queries.sessions_summary(query))[0]
     started, bounces, mean_duration = summary
-    quality = _run(store, queries.quality(query))[0]
     from_ts, to_ts = day_range_ms(site, query.from_day, query.to_day)
     rejected = sum(row[1] for row in _run(store, queries.rejected_by_reason(site.id, from_ts,
                                                                             to_ts)))
@@ -65,8 +95,10 @@ def overview(store: EventStore, site: Site, query: ReportQuery) -> Table:
 
 
 def events(store: EventStore, site: Site, query: ReportQuery) -> Table:
-    return _round_column(_table(store, "Events", queries.events(query),
-                                ["name", "events", "visitors", "total_value"]), "total_value")
+    rows = _rows(store, query, lambda: queries.events(query),
+                 lambda conn: from_rollups.events_by_name(conn, query))
+    return _round_column(Table("Events", ["name", "events", "visitors", "total_value"], rows),
+                         "total_value")
 
 
 def pages(store: EventStore, site: Site, query: ReportQuery) -> Table:
@@ -181,10 +213,15 @@ def previous_period(query: ReportQuery) -> ReportQuery:
 
 def _overview_values(store: EventStore, query: ReportQuery, goal: str | None) -> list[Any]:
     dialect = _dialect(store)
-    visitors, sessions, page_views, events, conversions, value = _run(
-        store, queries.totals(query, dialect=dialect, goal=goal))[0]
-    started, bounces, mean_duration = _run(store, queries.session_stats(query,
-                                                                        dialect=dialect))[0]
+    conn = _rollups(store, query)
+    if conn is not None:
+        totals = from_rollups.totals(conn, query, goal)
+        stats = from_rollups.session_stats(conn, query)
+    else:
+        totals = _run(store, queries.totals(query, dialect=dialect, goal=goal))[0]
+        stats = _run(store, queries.session_stats(query, dialect=dialect))[0]
+    visitors, sessions, page_views, events, conversions, value = totals
+    started, bounces, mean_duration = stats
     return [visitors or 0, sessions or 0, page_views or 0, events or 0, conversions or 0,
             round(value or 0, 2), percent(bounces or 0, started or 0),
             round(mean_duration or 0, 1)]
@@ -231,8 +268,12 @@ def timeseries(store: EventStore, site: Site, query: ReportQuery, *, interval: s
         raise ValueError(f"hourly series cover at most {MAX_HOURLY_DAYS} days; "
                          "choose interval=day or a shorter range")
     mondays = _mondays(query.from_day, query.to_day) if interval == "week" else None
-    sql = queries.series(query, interval, dialect=_dialect(store), mondays=mondays, goal=goal)
-    found = {(str(row[0]), int(row[1])): list(row[2:]) for row in _run(store, sql)}
+    found = {(str(row[0]), int(row[1])): list(row[2:]) for row in _rows(
+        store, query,
+        lambda: queries.series(query, interval, dialect=_dialect(store), mondays=mondays,
+                               goal=goal),
+        None if interval == "hour" and goal else
+        lambda conn: from_rollups.series(conn, query, interval, mondays, goal))}
     if interval == "week":
         keys = [(monday, 0) for monday in mondays or []]
     else:
@@ -249,13 +290,15 @@ def timeseries(store: EventStore, site: Site, query: ReportQuery, *, interval: s
 
 
 def top_pages(store: EventStore, site: Site, query: ReportQuery) -> Table:
-    return _table(store, "Top pages", queries.top_pages(query, dialect=_dialect(store)),
-                  ["path", "page_views", "visitors", "entries"])
+    rows = _rows(store, query, lambda: queries.top_pages(query, dialect=_dialect(store)),
+                 lambda conn: from_rollups.top_pages(conn, query))
+    return Table("Top pages", ["path", "page_views", "visitors", "entries"], rows)
 
 
 def entry_pages(store: EventStore, site: Site, query: ReportQuery) -> Table:
-    table = _table(store, "Entry pages", queries.entry_pages(query, dialect=_dialect(store)),
-                   ["path", "entries", "visitors", "bounces"])
+    rows = _rows(store, query, lambda: queries.entry_pages(query, dialect=_dialect(store)),
+                 lambda conn: from_rollups.entry_pages(conn, query))
+    table = Table("Entry pages", ["path", "entries", "visitors", "bounces"], rows)
     table.columns.append("bounce_rate_pct")
     for row in table.rows:
         row.append(percent(row[3] or 0, row[1] or 0))
@@ -263,24 +306,34 @@ def entry_pages(store: EventStore, site: Site, query: ReportQuery) -> Table:
 
 
 def exit_pages(store: EventStore, site: Site, query: ReportQuery) -> Table:
-    return _table(store, "Exit pages", queries.exit_pages(query, dialect=_dialect(store)),
-                  ["path", "exits", "visitors"])
+    rows = _rows(store, query, lambda: queries.exit_pages(query, dialect=_dialect(store)),
+                 lambda conn: from_rollups.exit_pages(conn, query))
+    return Table("Exit pages", ["path", "exits", "visitors"], rows)
 
 
 _ACQUISITION_TOTALS = ["sessions", "visitors", "conversions", "conversion_value"]
 
 
+def _acquisition(store: EventStore, query: ReportQuery, columns: tuple[str, ...],
+                 goal: str | None, require: tuple[str, ...] = ()) -> list[list[Any]]:
+    # The rollups keep conversions of every custom event, not of one goal.
+    return _rows(store, query,
+                 lambda: queries.acquisition(query, columns, dialect=_dialect(store), goal=goal,
+                                             require=require),
+                 None if goal else
+                 lambda conn: from_rollups.acquisition(conn, query, columns, require))
+
+
 def channels(store: EventStore, site: Site, query: ReportQuery, *,
              goal: str | None = None) -> Table:
-    sql = queries.acquisition(query, ("channel",), dialect=_dialect(store), goal=goal)
-    return _table(store, "Channels", sql, ["channel", *_ACQUISITION_TOTALS])
+    rows = _acquisition(store, query, ("channel",), goal)
+    return Table("Channels", ["channel", *_ACQUISITION_TOTALS], rows)
 
 
 def referrers(store: EventStore, site: Site, query: ReportQuery, *,
               goal: str | None = None) -> Table:
-    sql = queries.acquisition(query, ("referrer_host",), dialect=_dialect(store), goal=goal,
-                              require=("referrer_host",))
-    return _table(store, "Referrers", sql, ["referrer_host", *_ACQUISITION_TOTALS])
+    rows = _acquisition(store, query, ("referrer_host",), goal, require=("referrer_host",))
+    return Table("Referrers", ["referrer_host", *_ACQUISITION_TOTALS], rows)
 
 
 UTM_COLUMNS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
@@ -289,21 +342,21 @@ UTM_COLUMNS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_cont
 def utm_campaigns(store: EventStore, site: Site, query: ReportQuery, *,
                   goal: str | None = None) -> Table:
     """Sessions by UTM source, medium, campaign, term and content of their first event."""
-    sql = queries.acquisition(query, UTM_COLUMNS, dialect=_dialect(store), goal=goal,
-                              require=("utm_source", "utm_campaign"))
-    return _table(store, "Campaigns (UTM)", sql, [*UTM_COLUMNS, *_ACQUISITION_TOTALS])
+    rows = _acquisition(store, query, UTM_COLUMNS, goal, require=("utm_source", "utm_campaign"))
+    return Table("Campaigns (UTM)", [*UTM_COLUMNS, *_ACQUISITION_TOTALS], rows)
 
 
 def breakdown(store: EventStore, site: Site, query: ReportQuery, *, dimension: str) -> Table:
     column = queries.BREAKDOWN_COLUMNS.get(dimension, dimension)
-    sql = queries.breakdown(query, dimension, dialect=_dialect(store))
-    return _table(store, dimension.capitalize(), sql,
-                  [column, "visitors", "sessions", "page_views"])
+    rows = _rows(store, query, lambda: queries.breakdown(query, dimension, dialect=_dialect(store)),
+                 lambda conn: from_rollups.breakdown(conn, query, column))
+    return Table(dimension.capitalize(), [column, "visitors", "sessions", "page_views"], rows)
 
 
 def custom_events(store: EventStore, site: Site, query: ReportQuery) -> Table:
-    return _table(store, "Events", queries.custom_events(query, dialect=_dialect(store)),
-                  ["name", "events", "visitors", "total_value"])
+    rows = _rows(store, query, lambda: queries.custom_events(query, dialect=_dialect(store)),
+                 lambda conn: from_rollups.custom_events(conn, query))
+    return Table("Events", ["name", "events", "visitors", "total_value"], rows)
 
 
 def event_properties(store: EventStore, site: Site, query: ReportQuery, *,
@@ -340,10 +393,10 @@ def event_properties(store: EventStore, site: Site, query: ReportQuery, *,
 
 def email_campaigns(store: EventStore, site: Site, query: ReportQuery) -> Table:
     """Email opens and clicks per campaign; click-to-open is unique clicks over unique opens."""
-    table = _table(store, "Email campaigns",
-                   queries.email_campaigns(query, dialect=_dialect(store)),
-                   ["campaign", "opens", "unique_human_opens", "machine_opens", "clicks",
-                    "unique_clicks"])
+    rows = _rows(store, query, lambda: queries.email_campaigns(query, dialect=_dialect(store)),
+                 lambda conn: from_rollups.email_campaigns(conn, query))
+    table = Table("Email campaigns", ["campaign", "opens", "unique_human_opens",
+                                      "machine_opens", "clicks", "unique_clicks"], rows)
     table.columns.append("click_to_open_pct")
     for row in table.rows:
         row.append(percent(row[5] or 0, row[2] or 0))
@@ -357,10 +410,13 @@ def ad_campaigns(store: EventStore, site: Site, query: ReportQuery, *,
     same campaign, creative and placement."""
     dialect = _dialect(store)
     delivered = {tuple(row[:3]): [row[3] or 0, row[4] or 0]
-                 for row in _run(store, queries.ad_delivery(query, dialect=dialect))}
+                 for row in _rows(store, query, lambda: queries.ad_delivery(query, dialect=dialect),
+                                  lambda conn: from_rollups.ad_delivery(conn, query))}
     converted = {tuple(row[:3]): [row[3] or 0, round(row[4] or 0, 2)]
-                 for row in _run(store, queries.ad_conversions(query, dialect=dialect,
-                                                                goal=goal))}
+                 for row in _rows(store, query,
+                                  lambda: queries.ad_conversions(query, dialect=dialect, goal=goal),
+                                  None if goal else
+                                  lambda conn: from_rollups.ad_conversions(conn, query))}
     rows = []
     for key in sorted(delivered.keys() | converted.keys()):
         impressions, clicks = delivered.get(key, [0, 0])
@@ -472,12 +528,12 @@ def rejected_hits(store: EventStore, site: Site, query: ReportQuery) -> Table:
 
 
 def bot_traffic(store: EventStore, site: Site, query: ReportQuery) -> Table:
-    return _table(store, "Bot traffic by detector",
-                  queries.bot_traffic(query, dialect=_dialect(store)),
-                  ["bot_reason", "events", "visitors"])
+    rows = _rows(store, query, lambda: queries.bot_traffic(query, dialect=_dialect(store)),
+                 lambda conn: from_rollups.bot_traffic(conn, query))
+    return Table("Bot traffic by detector", ["bot_reason", "events", "visitors"], rows)
 
 
 def machine_opens(store: EventStore, site: Site, query: ReportQuery) -> Table:
-    return _table(store, "Machine email opens",
-                  queries.machine_opens(query, dialect=_dialect(store)),
-                  ["campaign", "machine_opens", "recipients"])
+    rows = _rows(store, query, lambda: queries.machine_opens(query, dialect=_dialect(store)),
+                 lambda conn: from_rollups.machine_opens(conn, query))
+    return Table("Machine email opens", ["campaign", "machine_opens", "recipients"], rows)

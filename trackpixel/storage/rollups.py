@@ -14,9 +14,7 @@ raw report SQL in ``trackpixel.reports.queries`` exactly:
   day of its events: a range takes the groups that lie wholly inside it, and the few sessions
   that cross a range boundary are recomputed from their per-day state at query time.
 
-Only people's events (not bots, not machine email opens) count in session reports, and only
-sessions of browser events (pixel and beacon) or page views are tracked: the pipeline gives
-every other event a session of its own that never starts, so such sessions never count.
+Only people's events (not bots, not machine email opens) count in session reports.
 """
 
 from __future__ import annotations
@@ -37,7 +35,7 @@ PERSON_DIMENSIONS = ("device_type", "browser", "os", "country")
 ACQUISITION_FIELDS = ("channel", "referrer_host", "utm_source", "utm_medium", "utm_campaign",
                       "utm_term", "utm_content", "campaign", "creative", "placement")
 SESSION_REPORTS = ("stats", "entry", "exit", "channel", "referrer", "utm", "ad")
-# Columns of ``rollup_days`` that hold additive counts, in the order of ``DayCounts``.
+# Columns of ``rollup_days`` that hold additive counts, in the order the delta lists use.
 DAY_COUNTERS = ("events", "page_views", "custom_events", "sessions", "total_value",
                 "custom_value", "secondary")
 GROUP_COUNTERS = ("sessions", "bounces", "duration_ms", "conversions", "conversion_value")
@@ -121,7 +119,7 @@ class Fact:
 
 
 # ---------------------------------------------------------------------------------------
-# Integer ids for visitor and recipient strings
+# Integer ids for visitor, session and recipient strings
 
 
 def _assign_ids(conn: sqlite3.Connection, site_id: str, kind: str,
@@ -163,21 +161,25 @@ def _bitmap(blob: bytes | None) -> BitMap:
 class _DayDelta:
     counts: dict[tuple[str, str, str, str], list[float]] = field(default_factory=dict)
     members: dict[tuple[str, str, str, str], set[int]] = field(default_factory=dict)
+    started: dict[tuple[str, str, str, str], set[int]] = field(default_factory=dict)
 
     def add(self, key: tuple[str, str, str, str], counts: Sequence[float],
-            member: int | None) -> None:
+            member: int | None, started: int | None = None) -> None:
         current = self.counts.get(key)
         if current is None:
             self.counts[key] = list(counts)
             self.members[key] = set()
+            self.started[key] = set()
         else:
             for index, amount in enumerate(counts):
                 current[index] += amount
         if member is not None:
             self.members[key].add(member)
+        if started is not None:
+            self.started[key].add(started)
 
 
-def _day_facts(event: EventLike, visitor: int, recipient: int | None,
+def _day_facts(event: EventLike, visitor: int, session: int, recipient: int | None,
                delta: _DayDelta) -> None:
     """Add one event to the day-level delta under every dimension it counts in."""
     site, day = event.site_id, event.local_day
@@ -188,12 +190,16 @@ def _day_facts(event: EventLike, visitor: int, recipient: int | None,
         value = event.value if event.value is not None else 0.0
         counts = (1, page_view, custom, event.session_start, value,
                   value if custom else 0.0, 0)
-        delta.add((site, "", day, ""), counts, visitor)
-        delta.add((site, "hour", day, str(event.local_hour)), counts, visitor)
+        # Sessions are counted as distinct session ids with a start event, as the raw SQL
+        # does, so a session id that starts twice counts once.
+        started = session if event.session_start == 1 else None
+        delta.add((site, "", day, ""), counts, visitor, started)
+        delta.add((site, "hour", day, str(event.local_hour)), counts, visitor, started)
         if page_view:
             delta.add((site, "path", day, event.path or ""), counts, visitor)
         for dimension in PERSON_DIMENSIONS:
-            delta.add((site, dimension, day, getattr(event, dimension) or ""), counts, visitor)
+            delta.add((site, dimension, day, getattr(event, dimension) or ""), counts, visitor,
+                      started)
         delta.add((site, "kind_name", day, f"{kind}{SEP}{event.name}"), counts, visitor)
         if kind in ("impression", "click") and event.campaign is not None:
             ad = SEP.join((event.campaign, event.creative or "", event.placement or ""))
@@ -221,25 +227,28 @@ def _flush_days(conn: sqlite3.Connection, delta: _DayDelta) -> None:
     assignments = ", ".join(f"{name} = ?" for name in DAY_COUNTERS)
     for key, counts in delta.counts.items():
         row = conn.execute(
-            f"SELECT {', '.join(DAY_COUNTERS)}, members FROM rollup_days WHERE site_id = ? "
-            "AND dimension = ? AND local_day = ? AND value = ?", key).fetchone()
-        added = delta.members[key]
+            f"SELECT {', '.join(DAY_COUNTERS)}, members, started FROM rollup_days "
+            "WHERE site_id = ? AND dimension = ? AND local_day = ? AND value = ?",
+            key).fetchone()
+        added, started = delta.members[key], delta.started[key]
         if row is None:
-            members = BitMap(added)
             conn.execute(
                 f"INSERT INTO rollup_days (site_id, dimension, local_day, value, "
-                f"{', '.join(DAY_COUNTERS)}, members) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (*key, *counts, members.serialize()))
+                f"{', '.join(DAY_COUNTERS)}, members, started) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*key, *counts, BitMap(added).serialize(),
+                 BitMap(started).serialize() if started else None))
             continue
-        totals = [old + new for old, new in zip(row[:-1], counts, strict=True)]
-        blob = row[-1]
+        totals = [old + new for old, new in zip(row[:-2], counts, strict=True)]
+        members_blob, started_blob = row[-2], row[-1]
         if added:
-            members = _bitmap(blob)
-            members |= BitMap(added)
-            blob = members.serialize()
+            members_blob = (_bitmap(members_blob) | BitMap(added)).serialize()
+        if started:
+            started_blob = (_bitmap(started_blob) | BitMap(started)).serialize()
         conn.execute(
-            f"UPDATE rollup_days SET {assignments}, members = ? WHERE site_id = ? "
-            "AND dimension = ? AND local_day = ? AND value = ?", (*totals, blob, *key))
+            f"UPDATE rollup_days SET {assignments}, members = ?, started = ? WHERE site_id = ? "
+            "AND dimension = ? AND local_day = ? AND value = ?",
+            (*totals, members_blob, started_blob, *key))
 
 
 # ---------------------------------------------------------------------------------------
@@ -316,7 +325,7 @@ def _merge(parts: Iterable[list[Any]]) -> list[Any]:
 
 @dataclass(frozen=True)
 class Contribution:
-    """What one session adds to one session-report group."""
+    """The counts one session adds to one session-report group."""
 
     report: str
     first_day: str
@@ -367,10 +376,13 @@ def contributions(days: dict[str, list[Any]]) -> list[Contribution]:
 
 
 def tracks_session(event: EventLike) -> bool:
-    """Whether the event belongs to a session that session reports may count."""
-    if event.is_bot or event.machine_open:
-        return False
-    return event.source in BROWSER_SOURCES or event.kind == "page_view"
+    """Whether the event counts in session reports: people's events only.
+
+    NOTE: the pipeline gives server, email and ad events a session of their own that never
+    starts, so their state rows never count. They are kept anyway, so that any mix of
+    events counts exactly as the raw SQL counts it.
+    """
+    return not event.is_bot and not event.machine_open
 
 
 @dataclass
@@ -445,7 +457,7 @@ def _resolve_removals(conn: sqlite3.Connection, site_id: str,
                       candidates: dict[int, set[tuple[str, ...]]], delta: _GroupDelta) -> None:
     """Drop a visitor from a group's set unless another of their sessions still counts there.
 
-    Runs after every changed session state is saved, so the check sees the new states.
+    Runs after every changed session state is saved, so the check reads the new states.
     """
     for visitor, keys in candidates.items():
         still: set[tuple[str, ...]] = set()
@@ -499,13 +511,15 @@ def apply_events(conn: sqlite3.Connection, events: Sequence[EventLike]) -> None:
         by_site[event.site_id].append(event)
     for site_id, site_events in by_site.items():
         visitors = _assign_ids(conn, site_id, "v", (event.visitor_id for event in site_events))
+        session_ids = _assign_ids(conn, site_id, "s", (event.session_id for event in site_events))
         recipients = _assign_ids(conn, site_id, "r", (
             event.recipient for event in site_events if event.recipient is not None))
         day_delta = _DayDelta()
         sessions: dict[str, list[EventLike]] = defaultdict(list)
         for event in site_events:
             recipient = recipients[event.recipient] if event.recipient is not None else None
-            _day_facts(event, visitors[event.visitor_id], recipient, day_delta)
+            _day_facts(event, visitors[event.visitor_id], session_ids[event.session_id],
+                       recipient, day_delta)
             if tracks_session(event):
                 sessions[event.session_id].append(event)
         _flush_days(conn, day_delta)
@@ -567,6 +581,7 @@ def erase_visitors(conn: sqlite3.Connection, site_id: str, visitor_ids: Sequence
         f"SELECT id FROM rollup_ids WHERE site_id = ? AND kind = 'v' AND key IN ({marks})",
         (site_id, *visitor_ids))]
     delta = _GroupDelta()
+    erased_sessions = []
     for visitor in erased:
         for session_id, raw_days in conn.execute(
                 "SELECT session_id, days FROM rollup_sessions WHERE site_id = ? AND visitor = ?",
@@ -577,6 +592,7 @@ def erase_visitors(conn: sqlite3.Connection, site_id: str, visitor_ids: Sequence
                     delta.removed[(site_id, *item.key)].add(visitor)
             conn.execute("DELETE FROM rollup_sessions WHERE site_id = ? AND session_id = ?",
                          (site_id, session_id))
+            erased_sessions.append(session_id)
     _flush_groups(conn, delta)
     days = sorted(set(affected_days))
     for day in days:
@@ -586,15 +602,19 @@ def erase_visitors(conn: sqlite3.Connection, site_id: str, visitor_ids: Sequence
     for facts in read_facts(conn, f"site_id = ? AND local_day IN ({day_marks})",
                             (site_id, *days)):
         numbers = _assign_ids(conn, site_id, "v", (fact.visitor_id for fact in facts))
+        session_ids = _assign_ids(conn, site_id, "s", (fact.session_id for fact in facts))
         recipients = _assign_ids(conn, site_id, "r", (
             fact.recipient for fact in facts if fact.recipient is not None))
         day_delta = _DayDelta()
         for fact in facts:
             recipient = recipients[fact.recipient] if fact.recipient is not None else None
-            _day_facts(fact, numbers[fact.visitor_id], recipient, day_delta)
+            _day_facts(fact, numbers[fact.visitor_id], session_ids[fact.session_id], recipient,
+                       day_delta)
         _flush_days(conn, day_delta)
     conn.executemany("DELETE FROM rollup_ids WHERE site_id = ? AND kind = 'v' AND key = ?",
                      [(site_id, visitor) for visitor in visitor_ids])
+    conn.executemany("DELETE FROM rollup_ids WHERE site_id = ? AND kind = 's' AND key = ?",
+                     [(site_id, session_id) for session_id in erased_sessions])
 
 
 # ---------------------------------------------------------------------------------------
@@ -613,9 +633,10 @@ def is_ready(conn: sqlite3.Connection, site_id: str) -> bool:
 
 def day_rows(conn: sqlite3.Connection, site_id: str, dimension: str, from_day: str,
              to_day: str) -> list[tuple[Any, ...]]:
-    """Return (day, value, *DAY_COUNTERS, members blob) rows of one dimension in a range."""
+    """Return (day, value, *DAY_COUNTERS, members, started) rows of one dimension in a
+    range; the last two are serialized bitmaps."""
     return conn.execute(
-        f"SELECT local_day, value, {', '.join(DAY_COUNTERS)}, members FROM rollup_days "
+        f"SELECT local_day, value, {', '.join(DAY_COUNTERS)}, members, started FROM rollup_days "
         "WHERE site_id = ? AND dimension = ? AND local_day >= ? AND local_day <= ?",
         (site_id, dimension, from_day, to_day)).fetchall()
 

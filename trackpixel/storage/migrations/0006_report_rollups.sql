@@ -2,10 +2,10 @@
 -- (see trackpixel/storage/rollups.py). Visitor and recipient sets are serialized
 -- pyroaring bitmaps of the integers in rollup_ids.
 
--- Dense integer per visitor id ('v') or email recipient ('r') of a site.
+-- Dense integer per visitor id ('v'), session id ('s') or email recipient ('r') of a site.
 CREATE TABLE rollup_ids (
     site_id TEXT NOT NULL,
-    kind TEXT NOT NULL,                 -- 'v' visitor_id, 'r' recipient
+    kind TEXT NOT NULL,                 -- 'v' visitor_id, 's' session_id, 'r' recipient
     key TEXT NOT NULL,
     id INTEGER NOT NULL,
     PRIMARY KEY (site_id, kind, key)
@@ -30,6 +30,7 @@ CREATE TABLE rollup_days (
     custom_value REAL NOT NULL DEFAULT 0,       -- value of custom events
     secondary INTEGER NOT NULL DEFAULT 0,       -- machine opens or clicks, per dimension
     members BLOB,                               -- visitor or recipient set
+    started BLOB,                               -- set of sessions with a start event
     PRIMARY KEY (site_id, dimension, local_day, value)
 ) WITHOUT ROWID;
 

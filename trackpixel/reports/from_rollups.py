@@ -1,0 +1,282 @@
+"""Report figures read from the SQLite rollups (``trackpixel.storage.rollups``).
+
+Each function returns the rows that the raw SQL of the same name in
+``trackpixel.reports.queries`` returns for a query without filters, in the same order, so
+the runners in ``trackpixel.reports.run`` shape both the same way. Sums of ``value`` may
+differ from the raw SQL in the last bits, because the additions happen in another order.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+from pyroaring import BitMap
+
+from trackpixel.reports.queries import ReportQuery
+from trackpixel.storage import rollups
+from trackpixel.storage.rollups import SEP
+
+# Positions in a ``rollups.day_rows`` row.
+DAY, VALUE, EVENTS, PAGE_VIEWS, CUSTOM, SESSIONS, TOTAL_VALUE, CUSTOM_VALUE, SECONDARY, \
+    MEMBERS, STARTED = range(11)
+
+
+class _Sums:
+    """Per-key sums of ``rollup_days`` counters and the unions of the member and started
+    session sets."""
+
+    def __init__(self) -> None:
+        self.counts: dict[Any, list[float]] = {}
+        self.members: dict[Any, BitMap] = {}
+        self.started: dict[Any, BitMap] = {}
+
+    def add(self, key: Any, row: tuple[Any, ...]) -> None:
+        counts = self.counts.get(key)
+        if counts is None:
+            self.counts[key] = list(row[EVENTS:MEMBERS])
+            self.members[key] = BitMap()
+            self.started[key] = BitMap()
+        else:
+            for index, amount in enumerate(row[EVENTS:MEMBERS]):
+                counts[index] += amount
+        if row[MEMBERS]:
+            self.members[key] |= BitMap.deserialize(row[MEMBERS])
+        if row[STARTED]:
+            self.started[key] |= BitMap.deserialize(row[STARTED])
+
+    def get(self, key: Any, column: int) -> float:
+        return self.counts[key][column - EVENTS]
+
+    def unique(self, key: Any) -> int:
+        return len(self.members[key])
+
+    def sessions(self, key: Any) -> int:
+        return len(self.started[key])
+
+
+def _sums(conn: sqlite3.Connection, query: ReportQuery, dimension: str,
+          key: Callable[[tuple[Any, ...]], Any] = lambda row: row[VALUE],
+          keep: Callable[[tuple[Any, ...]], bool] = lambda row: True) -> _Sums:
+    sums = _Sums()
+    for row in rollups.day_rows(conn, query.site_id, dimension, query.from_day, query.to_day):
+        if keep(row):
+            sums.add(key(row), row)
+    return sums
+
+
+def _money(total: float) -> float | int:
+    # SQLite returns the integer 0 for a sum of COALESCE(value, 0) over NULL values only.
+    return 0 if total == 0 else total
+
+
+def totals(conn: sqlite3.Connection, query: ReportQuery,
+           goal: str | None) -> tuple[Any, ...]:
+    """The row of ``queries.totals``: visitors, sessions, page views, events, conversions,
+    conversion value."""
+    sums = _sums(conn, query, "", key=lambda row: "")
+    if "" not in sums.counts:
+        return (0, 0, None, 0, None, None)
+    if goal:
+        goals = _sums(conn, query, "kind_name", key=lambda row: "",
+                      keep=lambda row: row[VALUE] == f"custom{SEP}{goal}")
+        conversions = goals.get("", EVENTS) if goals.counts else 0
+        value = goals.get("", TOTAL_VALUE) if goals.counts else 0
+    else:
+        conversions, value = sums.get("", CUSTOM), sums.get("", CUSTOM_VALUE)
+    return (sums.unique(""), sums.sessions(""), sums.get("", PAGE_VIEWS),
+            sums.get("", EVENTS), conversions, _money(value))
+
+
+def overview_totals(conn: sqlite3.Connection, query: ReportQuery) -> tuple[Any, ...]:
+    """The row of ``queries.overview``."""
+    sums = _sums(conn, query, "", key=lambda row: "")
+    if "" not in sums.counts:
+        return (0, 0, None, None, 0, None)
+    return (sums.unique(""), sums.sessions(""), sums.get("", PAGE_VIEWS),
+            sums.get("", CUSTOM), sums.get("", EVENTS), _money(sums.get("", TOTAL_VALUE)))
+
+
+def quality(conn: sqlite3.Connection, query: ReportQuery) -> tuple[Any, ...]:
+    """The row of ``queries.quality``: bot events and machine opens."""
+    bots = _sums(conn, query, "bot_reason", key=lambda row: "")
+    machine = _sums(conn, query, "machine_open", key=lambda row: "")
+    return (bots.get("", EVENTS) if bots.counts else None,
+            machine.get("", EVENTS) if machine.counts else None)
+
+
+def session_stats(conn: sqlite3.Connection, query: ReportQuery) -> tuple[Any, ...]:
+    """The row of ``queries.session_stats``: sessions, bounces, mean duration in seconds."""
+    group = rollups.session_groups(conn, query.site_id, "stats", query.from_day,
+                                   query.to_day).get("")
+    if group is None or not group.counts[0]:
+        return (0, None, None)
+    sessions, bounces, duration_ms = group.counts[:3]
+    return (sessions, bounces, duration_ms / 1000.0 / sessions)
+
+
+def series(conn: sqlite3.Connection, query: ReportQuery, unit: str,
+           mondays: list[str] | None, goal: str | None) -> list[tuple[Any, ...]]:
+    """The rows of ``queries.series`` for hour, day or week; hour with a goal is not kept."""
+    if unit == "hour":
+        if goal:
+            raise ValueError("hourly conversions of one goal are not in the rollups")
+        sums = _sums(conn, query, "hour", key=lambda row: (row[DAY], int(row[VALUE])))
+        goal_sums = None
+    else:
+        labels = mondays or []
+
+        def bucket(row: tuple[Any, ...]) -> tuple[str, int]:
+            if unit == "day":
+                return (row[DAY], 0)
+            label = labels[-1]
+            for index, monday in enumerate(labels[1:], start=1):
+                if row[DAY] < monday:
+                    label = labels[index - 1]
+                    break
+            return (label, 0)
+
+        sums = _sums(conn, query, "", key=bucket)
+        goal_sums = _sums(conn, query, "kind_name", key=bucket,
+                          keep=lambda row: row[VALUE] == f"custom{SEP}{goal}") if goal else None
+    rows = []
+    for key in sorted(sums.counts):
+        if goal_sums is None:
+            conversions = sums.get(key, CUSTOM)
+        else:
+            conversions = goal_sums.get(key, EVENTS) if key in goal_sums.counts else 0
+        rows.append((*key, sums.unique(key), sums.sessions(key),
+                     sums.get(key, PAGE_VIEWS), conversions))
+    return rows
+
+
+def top_pages(conn: sqlite3.Connection, query: ReportQuery) -> list[tuple[Any, ...]]:
+    sums = _sums(conn, query, "path")
+    rows = [(path, sums.get(path, PAGE_VIEWS), sums.unique(path), sums.get(path, SESSIONS))
+            for path in sums.counts]
+    rows.sort(key=lambda row: (-row[1], row[0]))
+    return rows[:query.limit]
+
+
+def breakdown(conn: sqlite3.Connection, query: ReportQuery,
+              column: str) -> list[tuple[Any, ...]]:
+    sums = _sums(conn, query, column)
+    rows = [(value, sums.unique(value), sums.sessions(value), sums.get(value, PAGE_VIEWS))
+            for value in sums.counts]
+    rows.sort(key=lambda row: (-row[1], row[0]))
+    return rows[:query.limit]
+
+
+def custom_events(conn: sqlite3.Connection, query: ReportQuery) -> list[tuple[Any, ...]]:
+    sums = _sums(conn, query, "kind_name", key=lambda row: row[VALUE].split(SEP, 1)[1],
+                 keep=lambda row: row[VALUE].startswith(f"custom{SEP}"))
+    rows = [(name, sums.get(name, EVENTS), sums.unique(name),
+             _money(sums.get(name, TOTAL_VALUE))) for name in sums.counts]
+    rows.sort(key=lambda row: (-row[1], row[0]))
+    return rows[:query.limit]
+
+
+def events_by_name(conn: sqlite3.Connection, query: ReportQuery) -> list[tuple[Any, ...]]:
+    """The rows of ``queries.events``: people's events of every kind by name."""
+    sums = _sums(conn, query, "kind_name", key=lambda row: row[VALUE].split(SEP, 1)[1])
+    rows = [(name, sums.get(name, EVENTS), sums.unique(name),
+             _money(sums.get(name, TOTAL_VALUE))) for name in sums.counts]
+    rows.sort(key=lambda row: (-row[1], row[0]))
+    return rows[:query.limit]
+
+
+def email_campaigns(conn: sqlite3.Connection, query: ReportQuery) -> list[tuple[Any, ...]]:
+    opens = _sums(conn, query, "email_open")
+    clicks = _sums(conn, query, "email_click")
+    rows = []
+    for campaign in opens.counts.keys() | clicks.counts.keys():
+        opened = campaign in opens.counts
+        clicked = campaign in clicks.counts
+        rows.append((campaign,
+                     opens.get(campaign, EVENTS) if opened else 0,
+                     opens.unique(campaign) if opened else 0,
+                     opens.get(campaign, SECONDARY) if opened else 0,
+                     clicks.get(campaign, EVENTS) if clicked else 0,
+                     clicks.unique(campaign) if clicked else 0))
+    rows.sort(key=lambda row: (-row[1], row[0]))
+    return rows[:query.limit]
+
+
+def ad_delivery(conn: sqlite3.Connection, query: ReportQuery) -> list[tuple[Any, ...]]:
+    sums = _sums(conn, query, "ad")
+    rows = [(*value.split(SEP), sums.get(value, EVENTS), sums.get(value, SECONDARY))
+            for value in sums.counts]
+    rows.sort(key=lambda row: (-row[3], -row[4], row[0], row[1], row[2]))
+    return rows[:query.limit]
+
+
+def bot_traffic(conn: sqlite3.Connection, query: ReportQuery) -> list[tuple[Any, ...]]:
+    sums = _sums(conn, query, "bot_reason")
+    rows = [(reason, sums.get(reason, EVENTS), sums.unique(reason)) for reason in sums.counts]
+    rows.sort(key=lambda row: (-row[1], row[0]))
+    return rows
+
+
+def machine_opens(conn: sqlite3.Connection, query: ReportQuery) -> list[tuple[Any, ...]]:
+    sums = _sums(conn, query, "machine_open")
+    rows = [(campaign, sums.get(campaign, EVENTS), sums.unique(campaign))
+            for campaign in sums.counts]
+    rows.sort(key=lambda row: (-row[1], row[0]))
+    return rows
+
+
+def _groups(conn: sqlite3.Connection, query: ReportQuery,
+            report: str) -> dict[str, rollups.Group]:
+    return rollups.session_groups(conn, query.site_id, report, query.from_day, query.to_day)
+
+
+def entry_pages(conn: sqlite3.Connection, query: ReportQuery) -> list[tuple[Any, ...]]:
+    rows = [(path, group.counts[0], len(group.members), group.counts[1])
+            for path, group in _groups(conn, query, "entry").items() if group.counts[0]]
+    rows.sort(key=lambda row: (-row[1], row[0]))
+    return rows[:query.limit]
+
+
+def exit_pages(conn: sqlite3.Connection, query: ReportQuery) -> list[tuple[Any, ...]]:
+    rows = [(path, group.counts[0], len(group.members))
+            for path, group in _groups(conn, query, "exit").items() if group.counts[0]]
+    rows.sort(key=lambda row: (-row[1], row[0]))
+    return rows[:query.limit]
+
+
+# Acquisition groupings kept in the rollups: the columns of ``queries.acquisition`` and the
+# session-report name holding them.
+ACQUISITION_REPORTS = {("channel",): "channel", ("referrer_host",): "referrer",
+                       ("utm_source", "utm_medium", "utm_campaign", "utm_term",
+                        "utm_content"): "utm"}
+
+
+def acquisition(conn: sqlite3.Connection, query: ReportQuery, columns: tuple[str, ...],
+                require: tuple[str, ...]) -> list[tuple[Any, ...]]:
+    """The rows of ``queries.acquisition`` without a goal, for ``ACQUISITION_REPORTS``."""
+    report = ACQUISITION_REPORTS[columns]
+    rows = []
+    for value, group in _groups(conn, query, report).items():
+        parts = tuple(value.split(SEP))
+        named = dict(zip(columns, parts, strict=True))
+        if require and not any(named[column] for column in require):
+            continue
+        if not group.counts[0]:
+            continue
+        rows.append((*parts, group.counts[0], len(group.members), group.counts[3],
+                     _money(group.counts[4])))
+    width = len(columns)
+    rows.sort(key=lambda row: (-row[width], row[:width]))
+    return rows[:query.limit]
+
+
+def ad_conversions(conn: sqlite3.Connection, query: ReportQuery) -> list[tuple[Any, ...]]:
+    """The rows of ``queries.ad_conversions`` without a goal."""
+    rows = []
+    for value, group in _groups(conn, query, "ad").items():
+        campaign, creative, placement = value.split(SEP)
+        if campaign and group.counts[0]:
+            rows.append((campaign, creative, placement, group.counts[3],
+                         _money(group.counts[4])))
+    return rows
