@@ -191,7 +191,7 @@ def assert_same_as_raw(store: SqliteStore, site_id: str, from_day: str, to_day: 
 
 def test_rollup_reports_equal_raw(store: SqliteStore) -> None:
     store_events(store, generate())
-    assert rollups.is_ready(store.conn, "s_berlin")
+    assert rollups.in_sync(store.conn)
     for site_id in SITES:
         for from_day, to_day in RANGES:
             assert_same_as_raw(store, site_id, from_day, to_day)
@@ -268,3 +268,19 @@ def test_rollups_unused_with_filters(store: SqliteStore) -> None:
     fast = run.top_pages(store, site, query).rows
     raw = run.top_pages(RawStore(store), site, query).rows
     assert fast == raw
+
+
+def test_rollups_unused_after_direct_insert(store: SqliteStore) -> None:
+    events = generate()
+    store_events(store, events[:1000])
+    direct = replace(events[1000], event_uid="direct-1")
+    marks = ", ".join("?" for _ in EVENT_COLUMNS)
+    store.conn.execute(f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({marks})",
+                       [getattr(direct, column) for column in EVENT_COLUMNS])
+    assert not rollups.in_sync(store.conn)
+    store_events(store, events[1001:1200])
+    assert not rollups.in_sync(store.conn)
+    for site_id in SITES:
+        rollups.rebuild_site(store.conn, site_id, covers_all=True)
+    assert rollups.in_sync(store.conn)
+    assert_same_as_raw(store, "s_berlin", "2025-03-24", "2025-04-04")

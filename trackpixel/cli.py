@@ -37,6 +37,9 @@ app.add_typer(report_app, name="report")
 users_app = typer.Typer(help="Add and list dashboard users and their API tokens.",
                         no_args_is_help=True)
 app.add_typer(users_app, name="users")
+rollups_app = typer.Typer(help="Maintain the report rollups of the SQLite store.",
+                          no_args_is_help=True)
+app.add_typer(rollups_app, name="rollups")
 
 # soft_wrap: long lines (signed URLs, tags, errors) are printed whole, never broken at the
 # terminal width, so they can be copied.
@@ -439,6 +442,47 @@ def migrate_store(
 
     logs.configure()
     copy_store(source, target, batch_rows=batch_rows, console=error_console)
+
+
+@rollups_app.command("rebuild")
+@handle_errors
+def rollups_rebuild(
+    site: Annotated[str | None, typer.Option(
+        "--site", help="Site id or domain to rebuild [default: every site].")] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Recompute the report rollups from the stored raw events.
+
+    Run it after upgrading a database that already had events, or to repair the rollups.
+    Each site is rebuilt in one transaction, which blocks the processor's writes meanwhile.
+    Days whose raw events retention has deleted lose their rollups too.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from trackpixel.storage import rollups
+
+    logs.configure()
+    _, store = _open(data_dir)
+    try:
+        targets = [get_site(store.conn, site)] if site else list_sites(store.conn)
+        covers_all = not site or rollups.in_sync(store.conn)
+        with Progress("[progress.description]{task.description}", BarColumn(),
+                      MofNCompleteColumn(), TimeElapsedColumn(), console=error_console) as bar:
+            for target in targets:
+                (total,) = store.conn.execute(
+                    "SELECT COUNT(*) FROM events WHERE site_id = ?", (target.id,)).fetchone()
+                task = bar.add_task(f"{target.id} events", total=total)
+                done = rollups.rebuild_site(
+                    store.conn, target.id,
+                    progress=lambda count, task=task: bar.update(task, completed=count),
+                    covers_all=covers_all and target is targets[-1])
+                bar.update(task, completed=done)
+    finally:
+        store.close()
+    console.print(f"rebuilt the rollups of {len(targets)} site(s)")
+    if not covers_all:
+        error_console.print("other sites have events the rollups miss, so reports still read "
+                            "raw events: run 'trackpixel rollups rebuild' without --site")
 
 
 def _print_table(table: reports.Table, output: OutputFormat) -> None:

@@ -46,12 +46,12 @@ def _rollups(store: EventStore, query: ReportQuery) -> sqlite3.Connection | None
     """Return the connection to read the rollups through, or None to run the raw SQL.
 
     Rollups exist only in SQLite and hold no per-filter figures, so a filtered query, a
-    ClickHouse store or a site whose rollups await a rebuild reads the raw events.
+    ClickHouse store or a database whose rollups miss events reads the raw events.
     """
     conn = getattr(store, "conn", None)
     if query.filters or _dialect(store) != "sqlite" or not isinstance(conn, sqlite3.Connection):
         return None
-    return conn if rollups.is_ready(conn, query.site_id) else None
+    return conn if rollups.in_sync(conn) else None
 
 
 def _rows(store: EventStore, query: ReportQuery, sql: Callable[[], Sql],

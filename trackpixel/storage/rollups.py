@@ -544,11 +544,30 @@ def clear_site(conn: sqlite3.Connection, site_id: str) -> None:
         conn.execute(f"DELETE FROM {table} WHERE site_id = ?", (site_id,))
 
 
-def rebuild_site(conn: sqlite3.Connection, site_id: str,
-                 progress: Any = None, batch_rows: int = 50_000) -> int:
+def in_sync(conn: sqlite3.Connection) -> bool:
+    """Whether the rollups cover every stored event: no event id is above the watermark."""
+    try:
+        row = conn.execute("SELECT (SELECT MAX(id) FROM events) <= last_event_id "
+                           "OR (SELECT MAX(id) FROM events) IS NULL FROM rollup_watermark"
+                           ).fetchone()
+    except sqlite3.OperationalError:
+        return False  # a database opened read-only before its migration to rollups
+    return bool(row and row[0])
+
+
+def advance_watermark(conn: sqlite3.Connection) -> None:
+    """Record that the rollups cover every stored event; call only when that is true."""
+    conn.execute("UPDATE rollup_watermark SET last_event_id = "
+                 "COALESCE((SELECT MAX(id) FROM events), 0)")
+
+
+def rebuild_site(conn: sqlite3.Connection, site_id: str, progress: Any = None,
+                 batch_rows: int = 50_000, *, covers_all: bool = False) -> int:
     """Recompute a site's rollups from its raw events in one transaction; return the count.
 
     ``progress``, when given, is called with the number of events done after each batch.
+    Pass ``covers_all`` when every other site's rollups are known to be complete, so that
+    reports may use them afterwards.
     """
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -559,7 +578,8 @@ def rebuild_site(conn: sqlite3.Connection, site_id: str,
             done += len(facts)
             if progress is not None:
                 progress(done)
-        conn.execute("DELETE FROM rollup_stale WHERE site_id = ?", (site_id,))
+        if covers_all:
+            advance_watermark(conn)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -619,16 +639,6 @@ def erase_visitors(conn: sqlite3.Connection, site_id: str, visitor_ids: Sequence
 
 # ---------------------------------------------------------------------------------------
 # Reading
-
-
-def is_ready(conn: sqlite3.Connection, site_id: str) -> bool:
-    """Whether the site's rollups cover all its events (false before the first rebuild of a
-    database that had events when the rollup tables were added)."""
-    try:
-        row = conn.execute("SELECT 1 FROM rollup_stale WHERE site_id = ?", (site_id,)).fetchone()
-    except sqlite3.OperationalError:
-        return False  # a database opened read-only before its migration to rollups
-    return row is None
 
 
 def day_rows(conn: sqlite3.Connection, site_id: str, dimension: str, from_day: str,

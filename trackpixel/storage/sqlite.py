@@ -121,6 +121,8 @@ class SqliteStore:
         rejected = [astuple(row) for row in batch.rejected]
         conn.execute("BEGIN IMMEDIATE")
         try:
+            # Events inserted by other means leave the rollups behind until a rebuild.
+            rollups_in_sync = rollups.in_sync(conn)
             for event in batch.events:
                 if conn.execute(_INSERT_EVENT, astuple(event)).rowcount:
                     stored += 1
@@ -130,6 +132,8 @@ class SqliteStore:
                     rejected.append(astuple(duplicate_rejection(event)))
             conn.executemany(_INSERT_REJECTED, rejected)
             rollups.apply_events(conn, inserted)
+            if rollups_in_sync:
+                rollups.advance_watermark(conn)
             self._store_progress(batch)
             conn.execute("COMMIT")
         except BaseException:

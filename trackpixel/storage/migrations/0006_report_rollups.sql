@@ -65,10 +65,11 @@ CREATE TABLE rollup_session_groups (
     PRIMARY KEY (site_id, report, first_day, last_day, value)
 ) WITHOUT ROWID;
 
--- Sites whose events were stored before the rollups existed; reports read raw events for
--- them until `trackpixel rollups rebuild` has run.
-CREATE TABLE rollup_stale (
-    site_id TEXT PRIMARY KEY
-) WITHOUT ROWID;
+-- The highest events.id the rollups cover. Reports read raw events while a larger id exists
+-- (events stored before this migration, or inserted other than by SqliteStore.write_batch)
+-- until `trackpixel rollups rebuild` has run.
+CREATE TABLE rollup_watermark (
+    last_event_id INTEGER NOT NULL
+);
 
-INSERT INTO rollup_stale (site_id) SELECT DISTINCT site_id FROM events;
+INSERT INTO rollup_watermark (last_event_id) VALUES (0);
