@@ -59,7 +59,7 @@ def _use_hashed_ids(sql: str) -> str:
     for match in re.finditer(r"COUNT\(DISTINCT\b", sql, re.IGNORECASE):
         end = _closing_parenthesis(sql, match.end() - len("DISTINCT") - 1)
         parts.append(sql[position:match.start()])
-        parts.append(_HASHED_IDS.sub(r"\1_key", sql[match.start():end]))
+        parts.append(_count_distinct(_HASHED_IDS.sub(r"\1_key", sql[match.start():end])))
         position = end
     parts.append(sql[position:])
     text = "".join(parts)
@@ -68,6 +68,22 @@ def _use_hashed_ids(sql: str) -> str:
         if grouped and grouped == len(re.findall(rf"\b{prefix}_id\b", text)):
             text = re.sub(rf"\bGROUP BY {prefix}_id\b", f"GROUP BY {prefix}_key", text)
     return text
+
+
+_COUNT_DISTINCT_CASE = re.compile(
+    r"COUNT\(DISTINCT\s+CASE\s+WHEN\s+(.*)\s+THEN\s+(\w+)\s+END\s*\)", re.DOTALL | re.IGNORECASE)
+
+
+def _count_distinct(call: str) -> str:
+    """Rewrite ``COUNT(DISTINCT CASE WHEN c THEN x END)`` as ``uniqExactIf(x, c)``.
+
+    The ``If`` form skips the Nullable column that CASE builds, and it returns 0, not NULL,
+    when no row matches (ClickHouse 18.16 returns NULL for the CASE form).
+    """
+    match = _COUNT_DISTINCT_CASE.fullmatch(call)
+    if match is None:
+        return call
+    return f"uniqExactIf({match.group(2)}, {match.group(1)})"
 
 
 def _closing_parenthesis(sql: str, opening: int) -> int:
