@@ -250,3 +250,48 @@ def test_kill9_collector_stores_once(clickhouse: ClickHouseServer, data_dir: Pat
     assert not missing, f"{len(missing)} acknowledged events missing"
     twice = {key: count for key, count in stored.items() if count != 1}
     assert not twice, f"stored more than once: {list(twice)[:5]}"
+
+
+def test_cursor_failure_replays_once(clickhouse: ClickHouseServer, tmp_path: Path,  # noqa: F811
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    from trackpixel.config import DataDir
+    from trackpixel.pipeline.processor import Processor
+    from trackpixel.spool import INSERT_HIT, SPOOL_SCHEMA
+
+    data_dir = DataDir(tmp_path / "data")
+    data_dir.ensure()
+    state = SqliteStore(data_dir.db_path)
+    site, _ = add_site(state.conn, "example.com")
+    spool = sqlite3.connect(data_dir.spool_dir / "host-1-abcdef.db")
+    spool.execute(SPOOL_SCHEMA)
+    now = int(time.time() * 1000)
+    spool.executemany(INSERT_HIT, [
+        (now + n, "pixel", f"s={site.id}&u=https%3A%2F%2Fexample.com%2Fp{n}".encode(), UA,
+         "10.0.0.0", f"device{n % 7}", None) for n in range(30)])
+    spool.commit()
+    spool.close()
+
+    url = database_url(clickhouse, "cursor_check")
+    events = ClickHouseStore(url)
+    processor = Processor(data_dir, state, events)
+    original = SqliteStore.save_progress
+    calls = {"n": 0}
+
+    def fail_first_save(self, batch):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise sqlite3.OperationalError("database is locked")
+        return original(self, batch)
+
+    monkeypatch.setattr(SqliteStore, "save_progress", fail_first_save)
+    assert processor.drain_once() == 0
+    while processor.drain_once():
+        pass
+    processor.close()
+    stored = events.execute("SELECT count(), uniqExact(event_uid) FROM events "
+                            "WHERE site_id = %(site)s", {"site": site.id})
+    assert stored == [(30, 30)]
+    events.close()
+    state.close()

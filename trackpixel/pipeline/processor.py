@@ -138,7 +138,13 @@ class Processor:
             batch = self.process(name, rows)
             result = self.events.write_batch(batch)
             if not self.events.stores_progress:
-                self.state.save_progress(batch)
+                try:
+                    self.state.save_progress(batch)
+                except BaseException:
+                    # The batch is in the event store but the cursor did not move, so the
+                    # next read of this spool replays it and the store must check for that.
+                    self.events.expect_replay(name)
+                    raise
             self.totals.events += result.stored
             self.totals.rejected += result.rejected
             self.totals.duplicates += result.duplicates

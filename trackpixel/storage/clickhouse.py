@@ -240,6 +240,10 @@ class ClickHouseStore:
         return WriteResult(stored=len(new_events), duplicates=len(duplicates),
                            rejected=len(rejected))
 
+    def expect_replay(self, spool: str) -> None:
+        """Check the next batches of ``spool`` against stored ids, as after a failed insert."""
+        self._verified_spools.discard(spool)
+
     def _split_duplicates(
             self, events: list[EventRow]) -> tuple[list[EventRow], list[RejectedRow]]:
         """Separate events whose client event id is already stored (or earlier in the batch)."""

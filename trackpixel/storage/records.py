@@ -133,6 +133,9 @@ class EventStore(Protocol):
     def write_batch(self, batch: ProcessedBatch) -> WriteResult:
         """Store a batch's events and rejected hits; a replayed batch stores nothing twice."""
 
+    def expect_replay(self, spool: str) -> None:
+        """Check the next batches of ``spool`` for ids that are already stored."""
+
     def query(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         """Run a report query written with ``:name`` placeholders."""
 

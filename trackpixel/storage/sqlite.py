@@ -141,6 +141,9 @@ class SqliteStore:
             raise
         return WriteResult(stored=stored, duplicates=duplicates, rejected=len(rejected))
 
+    def expect_replay(self, spool: str) -> None:
+        """Do nothing: unique indexes already make a replayed batch a no-op here."""
+
     def save_progress(self, batch: ProcessedBatch) -> None:
         """Store a batch's session state and spool cursor (its events are stored elsewhere)."""
         self.conn.execute("BEGIN IMMEDIATE")
