@@ -7,7 +7,11 @@ times as a Markdown table.
 
     .venv/bin/python bench/dashboard_bench.py --events 10000000 --db /tmp/bench.db
 
-A database that exists already is reused, so a second run measures without regenerating.
+Events are inserted with executemany, then the report rollups are built from them with
+``rollups.rebuild_site`` (the path of ``trackpixel rollups rebuild``). Each report is timed
+through the rollups, through the raw SQL (``--skip-raw`` leaves that out) and with two
+filters, which always read raw events. A database that exists already is reused, so a second
+run measures without regenerating.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import orjson
 from trackpixel.reports import run
 from trackpixel.reports.queries import ReportQuery
 from trackpixel.sites import get_site
+from trackpixel.storage import rollups
 from trackpixel.storage.records import EVENT_COLUMNS
 from trackpixel.storage.sqlite import connect, migrate
 
@@ -115,6 +120,17 @@ def build_database(path: Path, count: int, days: int, end_day: date) -> None:
         done += len(chunk)
         if done % 1_000_000 == 0:
             print(f"  {done} events, {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    print(f"  events stored, {time.perf_counter() - started:.0f} s; building rollups",
+          file=sys.stderr)
+    rolled = time.perf_counter()
+
+    def report_progress(done: int) -> None:
+        if done % 1_000_000 == 0:
+            print(f"  {done} events rolled up, {time.perf_counter() - rolled:.0f} s",
+                  file=sys.stderr)
+
+    rollups.rebuild_site(conn, SITE_ID, progress=report_progress, covers_all=True)
+    print(f"  rollups built in {time.perf_counter() - rolled:.0f} s", file=sys.stderr)
     conn.execute("ANALYZE")
     conn.close()
 
@@ -129,6 +145,29 @@ class ReadStore:
 
     def query(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         return self.conn.execute(sql, params).fetchall()
+
+
+class RawReadStore:
+    """The same database without a ``conn`` attribute, so every report runs its raw SQL."""
+
+    dialect = "sqlite"
+
+    def __init__(self, store: ReadStore) -> None:
+        self._store = store
+
+    def query(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        return self._store.query(sql, params)
+
+
+def _time(runner: Callable[..., Any], store: Any, site: Any, query: ReportQuery,
+          options: dict[str, Any], repeat: int) -> tuple[float, float]:
+    """Return the first run's time and the median of ``repeat`` further runs, in seconds."""
+    timings = []
+    for _ in range(1 + repeat):
+        started = time.perf_counter()
+        runner(store, site, query, **options)
+        timings.append(time.perf_counter() - started)
+    return timings[0], statistics.median(timings[1:]) if repeat else timings[0]
 
 
 def views(query: ReportQuery) -> dict[str, list[tuple[str, Callable[..., Any], dict[str, Any]]]]:
@@ -162,6 +201,8 @@ def main() -> None:
     parser.add_argument("--range-days", type=int, default=30)
     parser.add_argument("--db", type=Path, default=Path("/tmp/trackpixel-dashboard-bench.db"))
     parser.add_argument("--repeat", type=int, default=2, help="Timed runs after the first.")
+    parser.add_argument("--skip-raw", action="store_true",
+                        help="Time only the rollups, not the raw SQL nor the filtered runs.")
     args = parser.parse_args()
 
     end_day = date(2025, 3, 31)
@@ -179,23 +220,26 @@ def main() -> None:
                            filters={"country": "DE", "device_type": "mobile"})
 
     print(f"{stored} events, range {query.from_day} to {query.to_day}\n")
-    print("| view | report | first run (s) | median of next runs (s) | with 2 filters (s) |")
-    print("| --- | --- | --- | --- | --- |")
+    print("| view | report | rollups, first run (s) | rollups, median (s) | raw, median (s) "
+          "| with 2 filters, raw (s) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    raw_store = RawReadStore(store)
     for view, reports in views(query).items():
-        view_total = 0.0
+        view_total = raw_total = 0.0
         for label, runner, options in reports:
-            timings = []
-            for _ in range(1 + args.repeat):
-                started = time.perf_counter()
-                runner(store, site, query, **options)
-                timings.append(time.perf_counter() - started)
-            started = time.perf_counter()
-            runner(store, site, filtered, **options)
-            with_filters = time.perf_counter() - started
-            warm = statistics.median(timings[1:]) if args.repeat else timings[0]
+            first, warm = _time(runner, store, site, query, options, args.repeat)
             view_total += warm
-            print(f"| {view} | {label} | {timings[0]:.3f} | {warm:.3f} | {with_filters:.3f} |")
-        print(f"| **{view}** | **whole view** | | **{view_total:.3f}** | |")
+            raw_text = filtered_text = "-"
+            if not args.skip_raw:
+                _, raw = _time(runner, raw_store, site, query, options, min(args.repeat, 1))
+                raw_total += raw
+                _, filtered_time = _time(runner, store, site, filtered, options, 0)
+                raw_text, filtered_text = f"{raw:.3f}", f"{filtered_time:.3f}"
+            print(f"| {view} | {label} | {first:.3f} | {warm:.3f} | {raw_text} | "
+                  f"{filtered_text} |", flush=True)
+        raw_view = "-" if args.skip_raw else f"**{raw_total:.3f}**"
+        print(f"| **{view}** | **whole view** | | **{view_total:.3f}** | {raw_view} | |",
+              flush=True)
 
 
 if __name__ == "__main__":
