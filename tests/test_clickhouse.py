@@ -150,16 +150,21 @@ def test_cli_migrate_and_report(clickhouse: ClickHouseServer, data_dir: Path,  #
 
 
 def send_hits(base: str, site_id: str, prefix: str, acked: list[str],
-              stop: threading.Event) -> None:
-    """Send pixel hits with unique event ids; keep the ids the server acknowledged."""
+              stop: threading.Event, browsers: int = 1) -> None:
+    """Send pixel hits with unique event ids; keep the ids the server acknowledged.
+
+    The User-Agent cycles through ``browsers`` versions, so the hits come from that many
+    visitors (the visitor id derives from address and User-Agent).
+    """
     with httpx.Client(timeout=5) as client:
         number = 0
         while not stop.is_set():
             number += 1
             event_id = f"{prefix}-{number}"
+            agent = UA.replace("Chrome/131.0.0.0", f"Chrome/131.0.{number % browsers}.0")
             try:
                 response = client.get(f"{base}/p.gif?s={site_id}&u={PAGE}&e=Load&id={event_id}",
-                                      headers={"User-Agent": UA})
+                                      headers={"User-Agent": agent})
             except httpx.HTTPError:
                 return
             if response.status_code == 200:

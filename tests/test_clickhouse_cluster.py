@@ -60,7 +60,8 @@ def test_two_shards_match_sqlite(clickhouse_shards: list[ClickHouseServer],  # n
     acked: list[str] = []
     stop = threading.Event()
     senders = [threading.Thread(target=send_hits,
-                                args=(server.base, site.id, f"h{index}-{n}", acked, stop))
+                                args=(server.base, site.id, f"h{index}-{n}", acked, stop,
+                                      40))
                for index, server in enumerate(servers) for n in range(2)]
     for sender in senders:
         sender.start()
