@@ -705,13 +705,16 @@ def privacy_export(
     site: SiteOption,
     by: SelectorKindOption = "visitor",
     data_dir: DataDirOption = None,
+    store_url: StoreOption = None,
 ) -> None:
     """Print every event and session record of one person as JSON."""
     from trackpixel import rights
 
-    _, store = _open(data_dir)
+    directory, store = _open(data_dir)
     found = get_site(store.conn, site)
-    result = rights.export(store.conn, rights.selector(found.id, by, value))
+    events = _open_events(directory, store, store_url)
+    result = rights.export(store.conn, rights.selector(found.id, by, value),
+                           None if events is store else events)
     sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
@@ -724,6 +727,7 @@ def privacy_erase(
     data_dir: DataDirOption = None,
     wait: Annotated[float, typer.Option(
         help="Seconds to wait for a running server's processor before erasing here.")] = 10.0,
+    store_url: StoreOption = None,
 ) -> None:
     """Erase every event and session record of one person, and log an audit record.
 
@@ -744,7 +748,7 @@ def privacy_erase(
         time_module.sleep(0.2)
         status = rights.request_status(store.conn, request_id)
     if status and status["status"] == "pending":
-        worker = Processor(directory, store)
+        worker = Processor(directory, store, _open_events(directory, store, store_url))
         while worker.drain_once():
             pass
         worker.maintenance.apply_erasures()

@@ -27,7 +27,7 @@ import orjson
 from trackpixel.pipeline.fields import InvalidField
 from trackpixel.pipeline.userdata import normalise_email, sha256
 from trackpixel.storage import rollups
-from trackpixel.storage.records import EVENT_COLUMNS
+from trackpixel.storage.records import EVENT_COLUMNS, EventStore
 
 log = logging.getLogger("trackpixel.rights")
 
@@ -87,24 +87,45 @@ def _match_clause(sel: Selector) -> tuple[str, dict[str, Any]]:
     return "(" + " OR ".join(clauses) + ")", params
 
 
-def person_visitors(conn: sqlite3.Connection, sel: Selector) -> list[str]:
+EventSource = sqlite3.Connection | EventStore
+
+
+def _select(source: EventSource, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """Run a ``:name`` query on the SQLite connection or on an event store of any backend."""
+    if isinstance(source, sqlite3.Connection):
+        return source.execute(sql, params).fetchall()
+    return source.query(sql, params)
+
+
+def _visitor_list(site_id: str, visitors: list[str]) -> tuple[str, dict[str, Any]]:
+    params: dict[str, Any] = {"site_id": site_id}
+    names = []
+    for index, visitor in enumerate(visitors):
+        params[f"person_{index}"] = visitor
+        names.append(f":person_{index}")
+    return f"site_id = :site_id AND visitor_id IN ({', '.join(names) or 'NULL'})", params
+
+
+def person_visitors(source: EventSource, sel: Selector) -> list[str]:
     """Return every visitor id linked to the selector."""
     where, params = _match_clause(sel)
-    rows = conn.execute(
-        f"SELECT DISTINCT visitor_id FROM events WHERE site_id = :site_id AND {where}", params
-    ).fetchall()
+    rows = _select(source,
+                   f"SELECT DISTINCT visitor_id FROM events WHERE site_id = :site_id AND {where}",
+                   params)
     return sorted({*sel.visitor_ids, *(row[0] for row in rows)})
 
 
-def export(conn: sqlite3.Connection, sel: Selector) -> dict[str, Any]:
-    """Return every stored event and session record of the person, as plain JSON values."""
-    visitors = person_visitors(conn, sel)
+def export(conn: sqlite3.Connection, sel: Selector,
+           events: EventStore | None = None) -> dict[str, Any]:
+    """Return every stored event and session record of the person, as plain JSON values.
+
+    Events come from ``events`` when given (a ClickHouse store), else from ``conn``."""
+    source: EventSource = events if events is not None else conn
+    visitors = person_visitors(source, sel)
+    where, params = _visitor_list(sel.site_id, visitors)
+    rows = _select(source, f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE {where} "
+                           "ORDER BY ts, event_uid", params)
     marks = ", ".join("?" for _ in visitors) or "NULL"
-    rows = conn.execute(
-        f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE site_id = ? AND "
-        f"visitor_id IN ({marks}) ORDER BY ts",
-        (sel.site_id, *visitors),
-    ).fetchall()
     sessions = conn.execute(
         f"SELECT session_id, last_ts FROM visitor_sessions WHERE site_id = ? AND "
         f"visitor_id IN ({marks})",
@@ -140,7 +161,8 @@ def pending_erasures(conn: sqlite3.Connection) -> list[tuple[int, int]]:
     return [(int(row[0]), int(row[1])) for row in rows]
 
 
-def carry_out(conn: sqlite3.Connection, request_id: int) -> tuple[int, int]:
+def carry_out(conn: sqlite3.Connection, request_id: int,
+              events: EventStore | None = None) -> tuple[int, int]:
     """Delete the person's events, session state and rollup entries in one transaction; clear
     the selector.
 
@@ -152,6 +174,8 @@ def carry_out(conn: sqlite3.Connection, request_id: int) -> tuple[int, int]:
     site_id, kind, raw = row
     hashes = orjson.loads(raw)
     sel = Selector(kind, site_id, tuple(hashes["visitor_ids"]), hashes["key"], hashes["digest"])
+    if events is not None and events.dialect != "sqlite":
+        return _carry_out_external(conn, request_id, sel, events)
     conn.execute("BEGIN IMMEDIATE")
     try:
         visitors = person_visitors(conn, sel)
@@ -178,6 +202,37 @@ def carry_out(conn: sqlite3.Connection, request_id: int) -> tuple[int, int]:
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     log.info("erasure request %d done: %d events, %d sessions", request_id, events, sessions)
     return events, sessions
+
+
+def _carry_out_external(conn: sqlite3.Connection, request_id: int, sel: Selector,
+                        events: EventStore) -> tuple[int, int]:
+    """Erase from an event store outside the SQLite file (ClickHouse), then the session state.
+
+    The events go first: if the deletion fails, the request stays pending and is retried."""
+    visitors = person_visitors(events, sel)
+    where, params = _visitor_list(sel.site_id, visitors)
+    erased = int(_select(events, f"SELECT COUNT(*) FROM events WHERE {where}", params)[0][0])
+    delete_rows = getattr(events, "delete_rows", None)
+    if delete_rows is None:
+        raise RightsError(f"the {events.dialect} event store cannot delete events")
+    delete_rows("events", where, params)
+    marks = ", ".join("?" for _ in visitors) or "NULL"
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        sessions = conn.execute(
+            f"DELETE FROM visitor_sessions WHERE site_id = ? AND visitor_id IN ({marks})",
+            (sel.site_id, *visitors)).rowcount
+        conn.execute(
+            "UPDATE privacy_requests SET done_ts = ?, events_erased = ?, sessions_erased = ?, "
+            "selector_hashes = NULL WHERE id = ?",
+            (int(time.time() * 1000), erased, sessions, request_id))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    log.info("erasure request %d done in %s: %d events, %d sessions", request_id,
+             events.dialect, erased, sessions)
+    return erased, sessions
 
 
 def request_status(conn: sqlite3.Connection, request_id: int) -> dict[str, Any] | None:

@@ -59,6 +59,8 @@ def serve(data_dir: DataDir, host: str, port: int, workers: int, *,
     migrate(conn)
     conn.close()
     os.environ[DATA_DIR_ENV] = str(data_dir.root)
+    # Collector workers read it for privacy exports, which query the event store.
+    os.environ["TRACKPIXEL_STORE"] = store_url
 
     processor = start_processor(data_dir, store_url) if with_processor else None
     server = Server(

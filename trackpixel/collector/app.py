@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from importlib import resources
@@ -385,7 +386,7 @@ class Collector:
             await respond_error(send, 400, "invalid_request", str(exc))
             return
         if action == "export":
-            result = await asyncio.to_thread(self._with_db, rights.export, selector)
+            result = await asyncio.to_thread(self._export, selector)
             await respond_json(send, 200, result)
             return
         request_id = await asyncio.to_thread(self._with_db, rights.request_erasure, selector)
@@ -399,6 +400,21 @@ class Collector:
             await respond_error(send, 404, "not_found", f"no privacy request {raw_id!r}")
             return
         await respond_json(send, 200, status)
+
+    def _export(self, selector: rights.Selector) -> dict[str, Any]:
+        """Export from the configured event store; SQLite needs no second connection."""
+        from trackpixel.storage.backends import SQLITE_URL, STORE_ENV, resolve_store_url
+
+        url = resolve_store_url(self.data_dir, os.environ.get(STORE_ENV))
+        if url == SQLITE_URL:
+            return self._with_db(rights.export, selector)
+        from trackpixel.storage.clickhouse import ClickHouseStore
+
+        events = ClickHouseStore(url, apply_migrations=False)
+        try:
+            return self._with_db(rights.export, selector, events)
+        finally:
+            events.close()
 
     def _with_db(self, func: Callable[..., T], *args: Any) -> T:
         conn = connect(self.data_dir.db_path)

@@ -15,6 +15,7 @@ from datetime import datetime
 
 from trackpixel import rights
 from trackpixel.sites import list_sites
+from trackpixel.storage.records import EventStore
 
 log = logging.getLogger("trackpixel.processor")
 
@@ -25,9 +26,12 @@ DAY_MS = 86_400_000
 
 class Maintenance:
     def __init__(self, conn: sqlite3.Connection,
-                 spool_readers: Callable[[], Iterable[tuple[sqlite3.Connection, int]]]) -> None:
-        """``spool_readers`` yields (read connection, stored cursor) for every open spool."""
+                 spool_readers: Callable[[], Iterable[tuple[sqlite3.Connection, int]]],
+                 events: EventStore | None = None) -> None:
+        """``spool_readers`` yields (read connection, stored cursor) for every open spool;
+        ``events`` is the event store when it is not the SQLite file itself (ClickHouse)."""
         self.conn = conn
+        self.events = events if events is not None and events.dialect != "sqlite" else None
         self._spool_readers = spool_readers
         self._last_retention = 0.0
         self._last_privacy = 0.0
@@ -46,7 +50,7 @@ class Maintenance:
         for request_id, requested_ts in rights.pending_erasures(self.conn):
             if self._unstored_before(requested_ts):
                 break
-            rights.carry_out(self.conn, request_id)
+            rights.carry_out(self.conn, request_id, self.events)
             done += 1
         return done
 
@@ -60,6 +64,8 @@ class Maintenance:
 
     def apply_retention(self, now_ms: int) -> tuple[int, int]:
         """Roll up and delete events past each site's retention; delete old rejected hits."""
+        if self.events is not None:
+            return self._apply_external_retention(self.events, now_ms)
         events = rejected = 0
         for site in list_sites(self.conn):
             # Whole local days expire together, so each day is rolled up from all its events.
@@ -89,6 +95,36 @@ class Maintenance:
         return events, rejected + orphans
 
 
+    def _apply_external_retention(self, store: EventStore, now_ms: int) -> tuple[int, int]:
+        """Retention on ClickHouse: the day rollups go to SQLite's ``daily_rollups``, then the
+        expired rows are deleted from the event store."""
+        events = rejected = 0
+        delete_rows = store.delete_rows  # type: ignore[attr-defined]
+        for site in list_sites(self.conn):
+            first_kept_day = datetime.fromtimestamp(
+                (now_ms - site.privacy.retention_days * DAY_MS) / 1000, site.zone
+            ).strftime("%Y-%m-%d")
+            params = {"site_id": site.id, "day": first_kept_day}
+            rows = store.query(_EXTERNAL_ROLLUP_SQL, params)
+            if rows:
+                with self.conn:
+                    self.conn.executemany(_UPSERT_ROLLUP_SQL, rows)
+                events += sum(int(row[6]) for row in rows)
+                delete_rows("events", "site_id = :site_id AND local_day < :day", params)
+            cutoff = {"site_id": site.id,
+                      "cutoff": now_ms - site.privacy.rejected_retention_days * DAY_MS}
+            old = store.query("SELECT COUNT(*) FROM rejected_hits WHERE site_id = :site_id "
+                              "AND received_ts < :cutoff", cutoff)[0][0]
+            if old:
+                delete_rows("rejected_hits", "site_id = :site_id AND received_ts < :cutoff",
+                            cutoff)
+                rejected += int(old)
+        if events or rejected:
+            log.info("retention deleted %d events and %d rejected hits from %s", events,
+                     rejected, store.dialect)
+        return events, rejected
+
+
 # A late event for a day already rolled up (a backdated server event) is added to its row.
 _ROLLUP_SQL = """
 INSERT INTO daily_rollups (site_id, local_day, name, kind, channel, is_bot, events,
@@ -98,6 +134,26 @@ SELECT site_id, local_day, name, kind, channel, is_bot, COUNT(*), COUNT(DISTINCT
 FROM events
 WHERE site_id = :site_id AND local_day < :day
 GROUP BY site_id, local_day, name, kind, channel, is_bot
+ON CONFLICT (site_id, local_day, name, kind, channel, is_bot) DO UPDATE SET
+    events = events + excluded.events,
+    visitors = visitors + excluded.visitors,
+    sessions = sessions + excluded.sessions,
+    total_value = total_value + excluded.total_value
+"""
+
+# The same per-day rows computed on the event store, for ``_UPSERT_ROLLUP_SQL``.
+_EXTERNAL_ROLLUP_SQL = """
+SELECT site_id, local_day, name, kind, channel, is_bot, COUNT(*), COUNT(DISTINCT visitor_id),
+       SUM(session_start), SUM(COALESCE(value, 0))
+FROM events
+WHERE site_id = :site_id AND local_day < :day
+GROUP BY site_id, local_day, name, kind, channel, is_bot
+"""
+
+_UPSERT_ROLLUP_SQL = """
+INSERT INTO daily_rollups (site_id, local_day, name, kind, channel, is_bot, events,
+                           visitors, sessions, total_value)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (site_id, local_day, name, kind, channel, is_bot) DO UPDATE SET
     events = events + excluded.events,
     visitors = visitors + excluded.visitors,

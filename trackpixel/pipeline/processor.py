@@ -12,8 +12,8 @@ advances afterwards, so delivery is at least once and ``ClickHouseStore.write_ba
 what a replay would store twice. While the event store is unavailable the processor retries
 with exponential backoff and the spools keep growing.
 
-NOTE: erasure requests and retention (``Maintenance``) act on the SQLite ``events`` table
-only; with ClickHouse as the event store they do not delete events there.
+Erasure requests and retention (``Maintenance``) delete from whichever store holds the
+events; session state and the request log are always in SQLite.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class Processor:
         self._readers: dict[str, sqlite3.Connection] = {}
         self._retry_delay = 0.0
         self._retry_at = 0.0
-        self.maintenance = Maintenance(state.conn, self._open_spools)
+        self.maintenance = Maintenance(state.conn, self._open_spools, self.events)
 
     def _new_session_tracker(self) -> SessionTracker:
         return SessionTracker(self.state.load_sessions, self._session_timeout_ms)

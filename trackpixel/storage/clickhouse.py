@@ -16,13 +16,19 @@ queries read ``events`` with ``FINAL``.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import astuple, dataclass
 from datetime import date, datetime
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from trackpixel.storage import clickhouse_schema as schema
-from trackpixel.storage.dialect import CLICKHOUSE, normalize_row, translate
+from trackpixel.storage.dialect import (
+    CLICKHOUSE,
+    clickhouse_placeholders,
+    normalize_row,
+    translate,
+)
 from trackpixel.storage.records import (
     EVENT_COLUMNS,
     REJECTED_COLUMNS,
@@ -43,6 +49,10 @@ SEND_RECEIVE_TIMEOUT_S = 120
 LOOKUP_CHUNK = 5000
 
 _LOCAL_DAY_INDEX = EVENT_COLUMNS.index("local_day")
+
+
+# Longest wait for a deletion mutation to be applied on one server.
+MUTATION_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -328,6 +338,41 @@ class ClickHouseStore:
         """Run ClickHouse SQL as it is: ``%(name)s`` placeholders, or rows for an INSERT."""
         result = self.client.execute(sql, params or {}, types_check=False)
         return list(result) if isinstance(result, list) else []
+
+    def delete_rows(self, table: str, where: str, params: dict[str, Any]) -> None:
+        """Delete the rows of ``events`` or ``rejected_hits`` matching ``where`` (``:name``
+        placeholders) on every server of the store, and wait until the deletion is applied.
+
+        ClickHouse deletes through a mutation, which rewrites the affected parts in the
+        background; waiting for it means the data is gone from disk when this returns."""
+        if table not in ("events", "rejected_hits"):
+            raise ValueError(f"cannot delete from {table!r}")
+        local = f"{table}_local" if self.url.cluster else table
+        servers = [(self.url.host, self.url.port)]
+        if self.url.cluster:
+            servers = self._cluster_servers(self.client)
+        text = f"ALTER TABLE {local} DELETE WHERE {clickhouse_placeholders(where)}"
+        for host, port in servers:
+            client = self._connect(host, port, self.url.database)
+            try:
+                client.execute(text, params)
+                self._wait_for_mutations(client, local)
+            finally:
+                client.disconnect()
+
+    def _wait_for_mutations(self, client: Any, table: str) -> None:
+        deadline = time.monotonic() + MUTATION_TIMEOUT_S
+        while True:
+            pending = client.execute(
+                "SELECT count() FROM system.mutations WHERE database = %(db)s AND "
+                "table = %(table)s AND is_done = 0",
+                {"db": self.url.database, "table": table})[0][0]
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                raise StoreUnavailable(f"ClickHouse deletion on {table} not applied after "
+                                       f"{MUTATION_TIMEOUT_S} s")
+            time.sleep(0.1)
 
     def close(self) -> None:
         self.client.disconnect()
