@@ -10,6 +10,11 @@ PORT ?= 8000
 $(BIN)/trackpixel: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[clickhouse]'
+	touch $@
+
+# The test tools (pytest, Playwright, chdb) are installed only for `make test`.
+$(VENV)/.test-installed: $(BIN)/trackpixel
 	$(BIN)/pip install --quiet -e '.[clickhouse,test]'
 	touch $@
 
@@ -19,13 +24,13 @@ run: $(BIN)/trackpixel
 	$(BIN)/trackpixel serve --host $(HOST) --port $(PORT)
 
 ## test: install the test servers and browser when missing, then run the whole suite
-test: $(BIN)/trackpixel test-deps
+test: $(VENV)/.test-installed test-deps
 	$(BIN)/python -m pytest
 
 test-deps:
 	sh scripts/install-test-deps.sh
 
-lint: $(BIN)/trackpixel
+lint: $(VENV)/.test-installed
 	$(BIN)/ruff check trackpixel tests bench
 	$(BIN)/mypy trackpixel
 
