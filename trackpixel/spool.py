@@ -48,6 +48,9 @@ INSERT_HIT = (
 
 MAX_GROUP = 4096
 TRIM_INTERVAL_S = 2.0
+# The meta of a hit recorded in place of one that did not fit under ``max_spool_rows``.
+_SPOOL_FULL_META = ('{{"reject": "spool_full", "detail": "spool held {limit} unprocessed rows '
+                    '(max_spool_rows); the hit was not kept"}}')
 
 
 class SpoolError(Exception):
@@ -86,7 +89,8 @@ def _settle(futures: list[asyncio.Future[None]], error: Exception | None) -> Non
 class SpoolWriter:
     """Group-commits hits to this process's spool file from one background thread."""
 
-    def __init__(self, spool_dir: Path, *, cursor_db: Path, sync: str = "normal") -> None:
+    def __init__(self, spool_dir: Path, *, cursor_db: Path, sync: str = "normal",
+                 max_rows: int | None = None) -> None:
         self.name = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.path = spool_dir / f"{self.name}.db"
         self._cursor_db = cursor_db
@@ -99,6 +103,11 @@ class SpoolWriter:
         self._conn.execute(SPOOL_SCHEMA)
         self.committed = 0
         self.failed = 0
+        # Past ``max_rows`` unprocessed rows, hits are stored as small spool_full rejections.
+        self.max_rows = max_rows
+        self.overflowed = 0
+        self._last_id = 0
+        self._stored_through = 0
         self._thread = threading.Thread(target=self._run, name="spool-writer", daemon=True)
         self._thread.start()
         log.info("spool %s opened (synchronous=%s)", self.path, sync)
@@ -151,10 +160,14 @@ class SpoolWriter:
     def _commit(self, batch: list[_Pending]) -> None:
         error: Exception | None = None
         try:
+            rows = [pending[0] for pending in batch]
+            if self.max_rows is not None:
+                rows = self._limit(rows)
             self._conn.execute("BEGIN")
-            self._conn.executemany(INSERT_HIT, [pending[0] for pending in batch])
+            self._conn.executemany(INSERT_HIT, rows)
             self._conn.execute("COMMIT")
             self.committed += len(batch)
+            self._last_id += len(batch)
         except sqlite3.Error as exc:
             error = exc
             self.failed += len(batch)
@@ -166,6 +179,21 @@ class SpoolWriter:
             by_loop.setdefault(loop, []).append(future)
         for loop, futures in by_loop.items():
             loop.call_soon_threadsafe(_settle, futures, error)
+
+    def _limit(self, rows: list[HitRow]) -> list[HitRow]:
+        """Replace the rows past ``max_rows`` unprocessed ones by spool_full rejections."""
+        assert self.max_rows is not None
+        room = max(0, self.max_rows - (self._last_id - self._stored_through))
+        if room >= len(rows):
+            return rows
+        if self.overflowed == 0:
+            log.warning("spool %s is full (%d unprocessed rows): recording further hits as "
+                        "spool_full rejections until the processor catches up",
+                        self.name, self.max_rows)
+        self.overflowed += len(rows) - room
+        meta = _SPOOL_FULL_META.format(limit=self.max_rows)
+        return rows[:room] + [(row[0], row[1], b"", None, None, None, meta)
+                              for row in rows[room:]]
 
     def _trim(self) -> None:
         """Delete rows that the processor has already stored."""
@@ -179,6 +207,12 @@ class SpoolWriter:
                 cursor_conn.close()
             if row:
                 self._conn.execute("DELETE FROM hits WHERE id <= ?", (row[0],))
+                self._stored_through = int(row[0])
+                unprocessed = self._last_id - self._stored_through
+                if self.overflowed and unprocessed < (self.max_rows or 0):
+                    log.info("spool %s has room again after %d spool_full rejections",
+                             self.name, self.overflowed)
+                    self.overflowed = 0
         except sqlite3.Error as exc:
             log.warning("spool %s: trim failed: %s", self.name, exc)
 

@@ -42,6 +42,7 @@ from trackpixel.pipeline.scrub import scrub_bytes
 from trackpixel.pipeline.userdata import hash_user_data
 from trackpixel.sites import SiteCache
 from trackpixel.spool import HitRow, SpoolError, SpoolWriter
+from trackpixel.storage.backends import max_spool_rows
 from trackpixel.storage.sqlite import connect, migrate
 from trackpixel.vocab import RejectReason, Source
 
@@ -143,7 +144,8 @@ class Collector:
         self._sites = SiteCache(conn)
         self._salts = identity.SaltCache(conn)
         self.writer = SpoolWriter(self.data_dir.spool_dir, cursor_db=self.data_dir.db_path,
-                                  sync=self.settings.spool_sync)
+                                  sync=self.settings.spool_sync,
+                                  max_rows=max_spool_rows(self.data_dir))
         static = resources.files("trackpixel.collector").joinpath("static")
         minified = static.joinpath("t.min.js")
         source = minified if minified.is_file() else static.joinpath("t.js")
