@@ -1,5 +1,5 @@
-"""The collector's spool limit: at ``max_spool_rows`` the collector still responds to every hit and the
-overflow is recorded as ``spool_full`` rejections."""
+"""The collector's spool limit: at ``max_spool_rows`` the collector still responds to every
+hit, and the overflow is recorded as ``spool_full`` rejections."""
 
 from __future__ import annotations
 
