@@ -13,16 +13,19 @@ REDACTED = "redacted"
 
 
 def scrub_url(url: str | None, params: Iterable[str]) -> str | None:
-    """Drop the named query parameters and every value that looks like an email address.
+    """Drop the named query parameters (lower-case names; a frozenset is used as given) and
+    every value that looks like an email address.
 
     The fragment is dropped too: it is client-side state, often an auth token."""
     if not url:
         return url
+    if "?" not in url and "#" not in url and "@" not in url and "%40" not in url:
+        return url  # nothing to remove: no query, no fragment, no email address
     try:
         parts = urlsplit(url)
     except ValueError:
         return EMAIL_RE.sub(REDACTED, url)
-    banned = {name.lower() for name in params}
+    banned = params if isinstance(params, frozenset) else {name.lower() for name in params}
     kept = []
     for key, value in parse_qsl(parts.query, keep_blank_values=True, errors="replace"):
         if key.lower() in banned:

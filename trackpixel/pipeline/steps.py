@@ -69,6 +69,8 @@ class Context:
     sessions: SessionTracker
     site: Site | None = None
     zones: dict[str, ZoneInfo] = field(default_factory=dict)
+    # Lower-cased parameter names scrubbed from URLs, by the site's own additions.
+    scrub_params: dict[tuple[str, ...], frozenset[str]] = field(default_factory=dict)
 
 
 Draft = dict[str, Any]
@@ -94,7 +96,11 @@ def page(hit: Hit, draft: Draft, ctx: Context) -> None:
     """Store page URL and referrer without personal data: configured and well-known secret
     parameters are dropped and email addresses masked. Attribution reads the unscrubbed URL."""
     assert ctx.site is not None
-    banned = (*privacy.DEFAULT_SCRUB_PARAMS, *ctx.site.privacy.scrub_params)
+    extra = ctx.site.privacy.scrub_params
+    banned = ctx.scrub_params.get(extra)
+    if banned is None:
+        banned = frozenset(name.lower() for name in (*privacy.DEFAULT_SCRUB_PARAMS, *extra))
+        ctx.scrub_params[extra] = banned
     draft["url"] = scrub.scrub_url(hit.url, banned)
     draft["referrer"] = scrub.scrub_url(hit.referrer, banned)
     draft["title"] = scrub.EMAIL_RE.sub(scrub.REDACTED, hit.title) if hit.title else None

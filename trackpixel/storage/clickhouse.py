@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -38,6 +38,8 @@ from trackpixel.storage.records import (
     StoreUnavailable,
     WriteResult,
     duplicate_rejection,
+    event_values,
+    rejected_values,
 )
 
 log = logging.getLogger("trackpixel.storage.clickhouse")
@@ -244,7 +246,7 @@ class ClickHouseStore:
         if rejected:
             self.client.execute(
                 f"INSERT INTO rejected_hits ({', '.join(REJECTED_COLUMNS)}) VALUES",
-                [astuple(row) for row in rejected], types_check=False)
+                [rejected_values(row) for row in rejected], types_check=False)
         if verified:
             self._verified_spools.add(batch.spool)
         return WriteResult(stored=len(new_events), duplicates=len(duplicates),
@@ -379,7 +381,7 @@ class ClickHouseStore:
 
 
 def _event_values(event: EventRow) -> tuple[Any, ...]:
-    values = list(astuple(event))
+    values = list(event_values(event))
     values[_LOCAL_DAY_INDEX] = date.fromisoformat(event.local_day)
     return tuple(values)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
+from operator import attrgetter
 from typing import Any, Protocol
 
 from trackpixel.vocab import RejectReason
@@ -66,6 +68,9 @@ class EventRow:
 
 
 EVENT_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(EventRow))
+# ``dataclasses.astuple`` deep-copies every field and cost more than enrichment itself, so rows
+# are turned into tuples by reading their attributes.
+event_values: Callable[[EventRow], tuple[Any, ...]] = attrgetter(*EVENT_COLUMNS)
 
 
 @dataclass(slots=True)
@@ -83,6 +88,7 @@ class RejectedRow:
 
 
 REJECTED_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(RejectedRow))
+rejected_values: Callable[[RejectedRow], tuple[Any, ...]] = attrgetter(*REJECTED_COLUMNS)
 
 
 @dataclass(slots=True)
@@ -93,6 +99,10 @@ class SessionState:
     visitor_id: str
     session_id: str
     last_ts: int
+
+
+session_values: Callable[[SessionState], tuple[Any, ...]] = attrgetter(
+    "site_id", "visitor_id", "session_id", "last_ts")
 
 
 @dataclass

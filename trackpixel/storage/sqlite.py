@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from dataclasses import astuple
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,9 @@ from trackpixel.storage.records import (
     SessionState,
     WriteResult,
     duplicate_rejection,
+    event_values,
+    rejected_values,
+    session_values,
 )
 
 log = logging.getLogger("trackpixel.storage")
@@ -118,18 +120,18 @@ class SqliteStore:
         conn = self.conn
         stored = duplicates = 0
         inserted: list[EventRow] = []
-        rejected = [astuple(row) for row in batch.rejected]
+        rejected = [rejected_values(row) for row in batch.rejected]
         conn.execute("BEGIN IMMEDIATE")
         try:
             # Events inserted by other means leave the rollups behind until a rebuild.
             rollups_in_sync = rollups.in_sync(conn)
             for event in batch.events:
-                if conn.execute(_INSERT_EVENT, astuple(event)).rowcount:
+                if conn.execute(_INSERT_EVENT, event_values(event)).rowcount:
                     stored += 1
                     inserted.append(event)
                 elif self._is_duplicate(event):
                     duplicates += 1
-                    rejected.append(astuple(duplicate_rejection(event)))
+                    rejected.append(rejected_values(duplicate_rejection(event)))
             conn.executemany(_INSERT_REJECTED, rejected)
             rollups.apply_events(conn, inserted)
             if rollups_in_sync:
@@ -157,7 +159,7 @@ class SqliteStore:
     def _store_progress(self, batch: ProcessedBatch) -> None:
         self.conn.executemany(
             "INSERT OR REPLACE INTO visitor_sessions VALUES (?, ?, ?, ?)",
-            [astuple(state) for state in batch.sessions],
+            [session_values(state) for state in batch.sessions],
         )
         self.conn.execute(
             "INSERT INTO spool_cursors VALUES (?, ?) ON CONFLICT (spool) "
