@@ -98,6 +98,7 @@ class SpoolWriter:
         self._lock_file: IO[str] = open(spool_dir / f"{self.name}.lock", "w")  # noqa: SIM115
         fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._conn = connect(self.path)
         self._conn.execute(f"PRAGMA synchronous={sync.upper()}")
         self._conn.execute(SPOOL_SCHEMA)
@@ -114,7 +115,11 @@ class SpoolWriter:
 
     def submit(self, row: HitRow) -> asyncio.Future[None]:
         """Queue a hit; the returned future completes once the hit is committed."""
-        loop = asyncio.get_running_loop()
+        # get_running_loop() also checks the process id on every call; one worker process
+        # runs one loop, so it is looked up once.
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         self._queue.put((row, future, loop))
         return future

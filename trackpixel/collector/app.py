@@ -8,6 +8,7 @@ in batches, in the processor. A handler answers with success only after its row 
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import logging
 import os
@@ -25,6 +26,7 @@ from trackpixel.collector.asgi import (
     ASGIApp,
     BodyTooLarge,
     ClientDisconnected,
+    Message,
     Receive,
     Scope,
     Send,
@@ -151,6 +153,11 @@ class Collector:
         source = minified if minified.is_file() else static.joinpath("t.js")
         self.snippet = source.read_bytes()
         self.snippet_etag = b'"' + hashlib.sha256(self.snippet).hexdigest()[:16].encode() + b'"'
+        # Requests allocate only short-lived objects without reference cycles, so the cyclic
+        # collector runs rarely and skips everything loaded at startup.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 20)
         log.info("collector started, spool %s", self.writer.name)
 
     def stop(self) -> None:
@@ -198,12 +205,12 @@ class Collector:
     # Pixel
 
     async def pixel_gif(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._pixel(scope, send, GIF, b"image/gif")
+        await self._pixel(scope, send, _GIF_RESPONSE)
 
     async def pixel_png(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._pixel(scope, send, PNG, b"image/png")
+        await self._pixel(scope, send, _PNG_RESPONSE)
 
-    async def _pixel(self, scope: Scope, send: Send, image: bytes, content_type: bytes) -> None:
+    async def _pixel(self, scope: Scope, send: Send, response: tuple[Message, Message]) -> None:
         """Record a pixel hit and return the image, whatever the input and even on failure."""
         headers = header_map(scope, _WANTED_HEADERS)
         query: bytes = scope["query_string"]
@@ -217,7 +224,8 @@ class Collector:
             # An email address in a page URL must not reach the spool on disk.
             query = scrub_bytes(query)
         await self._commit(self._spool_row(scope, headers, Source.PIXEL, query, meta))
-        await respond(send, 200, image, content_type, NO_STORE)
+        await send(response[0])
+        await send(response[1])
 
     async def email_open(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``/o/<token>.gif``: the token is verified by the processor, the image sent at once."""
@@ -469,6 +477,17 @@ def _hash_beacon_user_data(parsed: dict[str, Any]) -> bytes:
     parsed.pop("ud", None)
     return orjson.dumps(parsed)
 
+
+def _image_response(image: bytes, content_type: bytes) -> tuple[Message, Message]:
+    """Build the two ASGI messages of a pixel response once, as every pixel answer is equal."""
+    headers = [(b"content-type", content_type), (b"content-length", str(len(image)).encode()),
+               *NO_STORE]
+    return ({"type": "http.response.start", "status": 200, "headers": headers},
+            {"type": "http.response.body", "body": image})
+
+
+_GIF_RESPONSE = _image_response(GIF, b"image/gif")
+_PNG_RESPONSE = _image_response(PNG, b"image/png")
 
 _BAD_LINK_PAGE = (
     b"<!doctype html><html lang=en><meta charset=utf-8><title>Invalid link</title>"
