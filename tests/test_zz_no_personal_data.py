@@ -23,7 +23,10 @@ def test_no_raw_ip_or_contact_detail_on_disk(tmp_path_factory: pytest.TempPathFa
     assert files, "the suite left no files to scan"
     found = []
     for path in files:
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            continue  # a WAL or journal file removed when its connection closed meanwhile
         for value in SENT_VALUES:
             if value in data:
                 found.append(f"{path.relative_to(root)}: {value.decode()}")
