@@ -75,6 +75,9 @@ def serve(data_dir: DataDir, host: str, port: int, workers: int, *,
         log_access=False,
         # No endpoint speaks WebSocket; without the upgrade check each request costs less.
         websockets=False,
+        # A worker that has not exited this many seconds after a stop signal is killed. Every
+        # answered hit is already committed, so killing loses nothing acknowledged.
+        workers_kill_timeout=15,
     )
     log.info("serving on http://%s:%d with %d worker(s), data in %s, events in %s", host, port,
              workers, data_dir.root, _redacted(store_url))
