@@ -3,11 +3,12 @@
 Placeholders are ``:name``; each store translates them for its driver
 (``trackpixel.storage.dialect``). The text stays within the SQL that SQLite and ClickHouse
 share: an output alias never reuses a column name, because ClickHouse would substitute the
-alias for the column everywhere in the query, and every ORDER BY ends on a unique key so that
-LIMIT keeps the same rows on both backends. Days are the site's
-local days, stored on each event at ingest, so every backend buckets the same way without
-time-zone functions. Bots are excluded from every count of people; machine email opens are
-excluded from everything except the email and data-quality figures.
+alias for the column everywhere in the query. Every ORDER BY ends on a unique key, so that
+LIMIT keeps the same rows on both backends, and names its columns, because ClickHouse 18.16
+reads ``ORDER BY 1`` as a constant. Days are the site's local days, stored on each event at
+ingest, so every backend buckets the same way without time-zone functions. Bots are excluded
+from every count of people; machine email opens are excluded from everything except the email
+and data-quality figures.
 """
 
 from __future__ import annotations
@@ -455,7 +456,7 @@ SELECT {bucket},
 FROM events
 WHERE {where}
 GROUP BY {group}
-ORDER BY 1, 2
+ORDER BY day, hour
 """
     return Sql(text, params)
 
@@ -464,12 +465,12 @@ def top_pages(query: ReportQuery, *, dialect: str = "sqlite") -> Sql:
     where, params = dashboard_where(query, dialect=dialect)
     params["limit"] = query.limit
     text = f"""
-SELECT COALESCE(path, '') AS path, COUNT(*) AS page_views,
+SELECT COALESCE(path, '') AS path_key, COUNT(*) AS page_views,
        COUNT(DISTINCT visitor_id) AS visitors, SUM(session_start) AS entries
 FROM events
 WHERE {where} AND kind = 'page_view'
 GROUP BY COALESCE(path, '')
-ORDER BY page_views DESC, path
+ORDER BY page_views DESC, path_key
 LIMIT :limit
 """
     return Sql(text, params)
@@ -483,10 +484,10 @@ def entry_pages(query: ReportQuery, *, dialect: str = "sqlite") -> Sql:
     where, params = dashboard_where(query, dialect=dialect)
     params["limit"] = query.limit
     text = f"""
-SELECT entry_path AS path, COUNT(*) AS entries, COUNT(DISTINCT visitor_id) AS visitors,
+SELECT entry_path, COUNT(*) AS entries, COUNT(DISTINCT session_visitor) AS visitors,
        SUM(CASE WHEN page_views = 1 THEN 1 ELSE 0 END) AS bounces
 FROM (
-    SELECT session_id, MIN(visitor_id) AS visitor_id, COUNT(*) AS page_views,
+    SELECT session_id, MIN(visitor_id) AS session_visitor, COUNT(*) AS page_views,
            MAX(CASE WHEN session_start = 1 THEN COALESCE(path, '') END) AS entry_path
     FROM events
     WHERE {where} AND kind = 'page_view'
@@ -494,7 +495,7 @@ FROM (
 ) AS per_session
 WHERE entry_path IS NOT NULL
 GROUP BY entry_path
-ORDER BY entries DESC, path
+ORDER BY entries DESC, entry_path
 LIMIT :limit
 """
     return Sql(text, params)
@@ -509,17 +510,17 @@ def exit_pages(query: ReportQuery, *, dialect: str = "sqlite") -> Sql:
     where, params = dashboard_where(query, dialect=dialect)
     params["limit"] = query.limit
     text = f"""
-SELECT substr(last_view, 15) AS path, COUNT(*) AS exits,
-       COUNT(DISTINCT visitor_id) AS visitors
+SELECT substr(last_view, 15) AS exit_path, COUNT(*) AS exits,
+       COUNT(DISTINCT session_visitor) AS visitors
 FROM (
-    SELECT session_id, MIN(visitor_id) AS visitor_id,
+    SELECT session_id, MIN(visitor_id) AS session_visitor,
            MAX(CAST(ts AS TEXT) || ' ' || COALESCE(path, '')) AS last_view
     FROM events
     WHERE {where} AND kind = 'page_view'
     GROUP BY session_id
 ) AS per_session
 GROUP BY substr(last_view, 15)
-ORDER BY exits DESC, path
+ORDER BY exits DESC, exit_path
 LIMIT :limit
 """
     return Sql(text, params)
@@ -527,20 +528,25 @@ LIMIT :limit
 
 def _per_session(query: ReportQuery, columns: tuple[str, ...], dialect: str,
                  goal: str | None) -> tuple[str, dict[str, Any]]:
-    """Return a subquery with one row per session: its first event's ``columns``, visitor,
-    a ``started`` flag and its conversions (custom events, or only ``goal``) and their value."""
+    """Return a subquery with one row per session: its first event's ``columns`` as
+    ``first_<column>``, its visitor as ``session_visitor``, a ``started`` flag, and its
+    conversions (custom events, or only ``goal``) and their value as ``session_conversions``
+    and ``session_value``. No alias equals a column of ``events``, since ClickHouse would put
+    the aliased expression in place of the column."""
     where, params = dashboard_where(query, dialect=dialect)
     goal_clause = ""
     if goal:
         goal_clause = " AND name = :goal"
         params["goal"] = goal
     firsts = ", ".join(f"MAX(CASE WHEN session_start = 1 THEN COALESCE({column}, '') END) "
-                       f"AS {column}" for column in columns)
-    text = (f"(SELECT session_id, MIN(visitor_id) AS visitor_id, MAX(session_start) AS started, "
+                       f"AS first_{column}" for column in columns)
+    text = (f"(SELECT session_id, MIN(visitor_id) AS session_visitor, "
+            f"MAX(session_start) AS started, "
             f"{firsts}, "
-            f"SUM(CASE WHEN kind = 'custom'{goal_clause} THEN 1 ELSE 0 END) AS conversions, "
+            f"SUM(CASE WHEN kind = 'custom'{goal_clause} THEN 1 ELSE 0 END) "
+            f"AS session_conversions, "
             f"SUM(CASE WHEN kind = 'custom'{goal_clause} THEN COALESCE(value, 0) ELSE 0 END) "
-            f"AS conversion_value "
+            f"AS session_value "
             f"FROM events WHERE {where} GROUP BY session_id)")
     return text, params
 
@@ -562,16 +568,17 @@ def acquisition(query: ReportQuery, columns: tuple[str, ...], *, dialect: str = 
     needed = tuple(dict.fromkeys((*columns, *require)))
     sessions, params = _per_session(query, needed, dialect, goal)
     params["limit"] = query.limit
-    required = "".join(f" OR {column} <> ''" for column in require)
+    required = "".join(f" OR first_{column} <> ''" for column in require)
     required = f" AND ({required[4:]})" if required else ""
+    firsts = ", ".join(f"first_{column}" for column in columns)
     text = f"""
-SELECT {", ".join(columns)},
-       COUNT(*) AS sessions, COUNT(DISTINCT visitor_id) AS visitors,
-       SUM(conversions) AS conversions, SUM(conversion_value) AS conversion_value
+SELECT {firsts},
+       COUNT(*) AS sessions, COUNT(DISTINCT session_visitor) AS visitors,
+       SUM(session_conversions) AS conversions, SUM(session_value) AS conversion_value
 FROM {sessions} AS per_session
 WHERE started = 1{required}
-GROUP BY {", ".join(columns)}
-ORDER BY sessions DESC, {", ".join(columns)}
+GROUP BY {firsts}
+ORDER BY sessions DESC, {firsts}
 LIMIT :limit
 """
     return Sql(text, params)
@@ -586,14 +593,14 @@ def breakdown(query: ReportQuery, dimension: str, *, dialect: str = "sqlite") ->
     where, params = dashboard_where(query, dialect=dialect)
     params["limit"] = query.limit
     text = f"""
-SELECT COALESCE({column}, '') AS {column},
+SELECT COALESCE({column}, '') AS dimension_key,
        COUNT(DISTINCT visitor_id) AS visitors,
        COUNT(DISTINCT CASE WHEN session_start = 1 THEN session_id END) AS sessions,
        SUM(CASE WHEN kind = 'page_view' THEN 1 ELSE 0 END) AS page_views
 FROM events
 WHERE {where}
 GROUP BY COALESCE({column}, '')
-ORDER BY visitors DESC, 1
+ORDER BY visitors DESC, dimension_key
 LIMIT :limit
 """
     return Sql(text, params)
@@ -660,14 +667,14 @@ def ad_delivery(query: ReportQuery, *, dialect: str = "sqlite") -> Sql:
     where, params = dashboard_where(query, dialect=dialect)
     params["limit"] = query.limit
     text = f"""
-SELECT COALESCE(campaign, '') AS campaign, COALESCE(creative, '') AS creative,
-       COALESCE(placement, '') AS placement,
+SELECT COALESCE(campaign, '') AS campaign_key, COALESCE(creative, '') AS creative_key,
+       COALESCE(placement, '') AS placement_key,
        SUM(CASE WHEN kind = 'impression' THEN 1 ELSE 0 END) AS impressions,
        SUM(CASE WHEN kind = 'click' THEN 1 ELSE 0 END) AS clicks
 FROM events
 WHERE {where} AND kind IN ('impression', 'click') AND campaign IS NOT NULL
 GROUP BY COALESCE(campaign, ''), COALESCE(creative, ''), COALESCE(placement, '')
-ORDER BY impressions DESC, clicks DESC, 1, 2, 3
+ORDER BY impressions DESC, clicks DESC, campaign_key, creative_key, placement_key
 LIMIT :limit
 """
     return Sql(text, params)
@@ -678,11 +685,11 @@ def ad_conversions(query: ReportQuery, *, dialect: str = "sqlite",
     """Conversions in sessions whose first event carries a campaign, per creative and placement."""
     sessions, params = _per_session(query, ("campaign", "creative", "placement"), dialect, goal)
     text = f"""
-SELECT campaign, creative, placement,
-       SUM(conversions) AS conversions, SUM(conversion_value) AS conversion_value
+SELECT first_campaign, first_creative, first_placement,
+       SUM(session_conversions) AS conversions, SUM(session_value) AS conversion_value
 FROM {sessions} AS per_session
-WHERE started = 1 AND campaign <> ''
-GROUP BY campaign, creative, placement
+WHERE started = 1 AND first_campaign <> ''
+GROUP BY first_campaign, first_creative, first_placement
 """
     return Sql(text, params)
 
@@ -749,12 +756,12 @@ LIMIT :max_rows
 def bot_traffic(query: ReportQuery, *, dialect: str = "sqlite") -> Sql:
     where, params = dashboard_where(query, dialect=dialect, people=False)
     text = f"""
-SELECT COALESCE(bot_reason, '') AS bot_reason, COUNT(*) AS events,
+SELECT COALESCE(bot_reason, '') AS bot_reason_key, COUNT(*) AS events,
        COUNT(DISTINCT visitor_id) AS visitors
 FROM events
 WHERE {where} AND is_bot = 1
 GROUP BY COALESCE(bot_reason, '')
-ORDER BY events DESC, 1
+ORDER BY events DESC, bot_reason_key
 """
     return Sql(text, params)
 
@@ -762,11 +769,11 @@ ORDER BY events DESC, 1
 def machine_opens(query: ReportQuery, *, dialect: str = "sqlite") -> Sql:
     where, params = dashboard_where(query, dialect=dialect, people=False)
     text = f"""
-SELECT COALESCE(campaign, '') AS campaign, COUNT(*) AS machine_opens,
+SELECT COALESCE(campaign, '') AS campaign_key, COUNT(*) AS machine_opens,
        COUNT(DISTINCT recipient) AS recipients
 FROM events
 WHERE {where} AND kind = 'email_open' AND machine_open = 1
 GROUP BY COALESCE(campaign, '')
-ORDER BY machine_opens DESC, 1
+ORDER BY machine_opens DESC, campaign_key
 """
     return Sql(text, params)

@@ -327,13 +327,15 @@ def _acquisition(store: EventStore, query: ReportQuery, columns: tuple[str, ...]
 def channels(store: EventStore, site: Site, query: ReportQuery, *,
              goal: str | None = None) -> Table:
     rows = _acquisition(store, query, ("channel",), goal)
-    return Table("Channels", ["channel", *_ACQUISITION_TOTALS], rows)
+    return _round_column(Table("Channels", ["channel", *_ACQUISITION_TOTALS], rows),
+                         "conversion_value")
 
 
 def referrers(store: EventStore, site: Site, query: ReportQuery, *,
               goal: str | None = None) -> Table:
     rows = _acquisition(store, query, ("referrer_host",), goal, require=("referrer_host",))
-    return Table("Referrers", ["referrer_host", *_ACQUISITION_TOTALS], rows)
+    return _round_column(Table("Referrers", ["referrer_host", *_ACQUISITION_TOTALS], rows),
+                         "conversion_value")
 
 
 UTM_COLUMNS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
@@ -343,7 +345,8 @@ def utm_campaigns(store: EventStore, site: Site, query: ReportQuery, *,
                   goal: str | None = None) -> Table:
     """Sessions by UTM source, medium, campaign, term and content of their first event."""
     rows = _acquisition(store, query, UTM_COLUMNS, goal, require=("utm_source", "utm_campaign"))
-    return Table("Campaigns (UTM)", [*UTM_COLUMNS, *_ACQUISITION_TOTALS], rows)
+    return _round_column(Table("Campaigns (UTM)", [*UTM_COLUMNS, *_ACQUISITION_TOTALS], rows),
+                         "conversion_value")
 
 
 def breakdown(store: EventStore, site: Site, query: ReportQuery, *, dimension: str) -> Table:
@@ -356,7 +359,8 @@ def breakdown(store: EventStore, site: Site, query: ReportQuery, *, dimension: s
 def custom_events(store: EventStore, site: Site, query: ReportQuery) -> Table:
     rows = _rows(store, query, lambda: queries.custom_events(query, dialect=_dialect(store)),
                  lambda conn: from_rollups.custom_events(conn, query))
-    return Table("Events", ["name", "events", "visitors", "total_value"], rows)
+    return _round_column(Table("Events", ["name", "events", "visitors", "total_value"], rows),
+                         "total_value")
 
 
 def event_properties(store: EventStore, site: Site, query: ReportQuery, *,
@@ -399,7 +403,11 @@ def email_campaigns(store: EventStore, site: Site, query: ReportQuery) -> Table:
                                       "machine_opens", "clicks", "unique_clicks"], rows)
     table.columns.append("click_to_open_pct")
     for row in table.rows:
-        row.append(percent(row[5] or 0, row[2] or 0))
+        # ClickHouse returns NULL, not 0, for a distinct count of a Nullable column when no
+        # row matches.
+        row[2] = row[2] or 0
+        row[5] = row[5] or 0
+        row.append(percent(row[5], row[2]))
     return table
 
 
