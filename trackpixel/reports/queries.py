@@ -37,7 +37,8 @@ class Sql:
     params: dict[str, Any]
 
 
-def _where(query: ReportQuery, *, people: bool = True, alias: str = "") -> tuple[str, dict[str, Any]]:
+def _where(query: ReportQuery, *, people: bool = True,
+           alias: str = "") -> tuple[str, dict[str, Any]]:
     prefix = f"{alias}." if alias else ""
     clauses = [f"{prefix}site_id = :site_id", f"{prefix}local_day >= :from_day",
                f"{prefix}local_day <= :to_day"]
