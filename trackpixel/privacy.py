@@ -68,7 +68,7 @@ class PrivacySettings:
         """Return the default consent for a visitor's country.
 
         An unknown country gets the strictest state any region default sets, so a visitor
-        whose location cannot be told is treated as if in the strictest region."""
+        whose location is unknown is treated as if in the strictest region."""
         state = dict(self.defaults)
         if country is None:
             for region_state in self.region_defaults.values():

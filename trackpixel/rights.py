@@ -183,25 +183,19 @@ def carry_out(conn: sqlite3.Connection, request_id: int,
         days = [row[0] for row in conn.execute(
             f"SELECT DISTINCT local_day FROM events WHERE site_id = ? AND visitor_id IN ({marks})",
             (site_id, *visitors))]
-        events = conn.execute(
+        erased = conn.execute(
             f"DELETE FROM events WHERE site_id = ? AND visitor_id IN ({marks})",
             (site_id, *visitors)).rowcount
         rollups.erase_visitors(conn, site_id, visitors, days)
-        sessions = conn.execute(
-            f"DELETE FROM visitor_sessions WHERE site_id = ? AND visitor_id IN ({marks})",
-            (site_id, *visitors)).rowcount
-        conn.execute(
-            "UPDATE privacy_requests SET done_ts = ?, events_erased = ?, sessions_erased = ?, "
-            "selector_hashes = NULL WHERE id = ?",
-            (int(time.time() * 1000), events, sessions, request_id))
+        sessions = _finish_request(conn, request_id, site_id, visitors, erased)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     # The write-ahead log still contains the erased pages until a checkpoint empties it.
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    log.info("erasure request %d done: %d events, %d sessions", request_id, events, sessions)
-    return events, sessions
+    log.info("erasure request %d done: %d events, %d sessions", request_id, erased, sessions)
+    return erased, sessions
 
 
 def _carry_out_external(conn: sqlite3.Connection, request_id: int, sel: Selector,
@@ -216,16 +210,9 @@ def _carry_out_external(conn: sqlite3.Connection, request_id: int, sel: Selector
     if delete_rows is None:
         raise RightsError(f"the {events.dialect} event store cannot delete events")
     delete_rows("events", where, params)
-    marks = ", ".join("?" for _ in visitors) or "NULL"
     conn.execute("BEGIN IMMEDIATE")
     try:
-        sessions = conn.execute(
-            f"DELETE FROM visitor_sessions WHERE site_id = ? AND visitor_id IN ({marks})",
-            (sel.site_id, *visitors)).rowcount
-        conn.execute(
-            "UPDATE privacy_requests SET done_ts = ?, events_erased = ?, sessions_erased = ?, "
-            "selector_hashes = NULL WHERE id = ?",
-            (int(time.time() * 1000), erased, sessions, request_id))
+        sessions = _finish_request(conn, request_id, sel.site_id, visitors, erased)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -233,6 +220,21 @@ def _carry_out_external(conn: sqlite3.Connection, request_id: int, sel: Selector
     log.info("erasure request %d done in %s: %d events, %d sessions", request_id,
              events.dialect, erased, sessions)
     return erased, sessions
+
+
+def _finish_request(conn: sqlite3.Connection, request_id: int, site_id: str,
+                    visitors: list[str], erased: int) -> int:
+    """Delete the visitors' session state and mark the request done without its selector,
+    inside the caller's transaction; return the number of sessions deleted."""
+    marks = ", ".join("?" for _ in visitors) or "NULL"
+    sessions = conn.execute(
+        f"DELETE FROM visitor_sessions WHERE site_id = ? AND visitor_id IN ({marks})",
+        (site_id, *visitors)).rowcount
+    conn.execute(
+        "UPDATE privacy_requests SET done_ts = ?, events_erased = ?, sessions_erased = ?, "
+        "selector_hashes = NULL WHERE id = ?",
+        (int(time.time() * 1000), erased, sessions, request_id))
+    return int(sessions)
 
 
 def request_status(conn: sqlite3.Connection, request_id: int) -> dict[str, Any] | None:

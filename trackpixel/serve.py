@@ -34,7 +34,7 @@ def _processor_main(root: str, parent_pid: int, store_url: str) -> None:
     signal.signal(signal.SIGTERM, request_stop)
     # Ctrl-C reaches the whole process group. The processor ignores it and waits for the
     # SIGTERM that ``serve`` sends once every worker has closed its spool, so its final drain
-    # sees all spools complete.
+    # reads every spool complete.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from pathlib import Path
     run_processor(DataDir(Path(root)), stop, parent_pid=parent_pid, store_url=store_url)
@@ -76,7 +76,7 @@ def serve(data_dir: DataDir, host: str, port: int, workers: int, *,
         # No endpoint speaks WebSocket; without the upgrade check each request costs less.
         websockets=False,
         # A worker that has not exited this many seconds after a stop signal is killed. Every
-        # answered hit is already committed, so killing loses nothing acknowledged.
+        # acknowledged hit is already committed, so the kill loses none of them.
         workers_kill_timeout=15,
     )
     log.info("serving on http://%s:%d with %d worker(s), data in %s, events in %s", host, port,

@@ -20,7 +20,7 @@ _DOMAIN_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
 
 
 class SiteError(Exception):
-    """A site could not be created or changed; the message says which value is wrong."""
+    """A site could not be created or changed; the message names the invalid value."""
 
 
 class UnknownSite(SiteError):

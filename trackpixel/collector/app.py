@@ -1,7 +1,7 @@
 """The collector: pixel, beacon, snippet, email open, click redirect and server API endpoints.
 
 Every handler does the least it can: it reads the request, anonymises the client address,
-commits one raw row to this process's spool and answers. Parsing and enrichment happen later,
+commits one raw row to this process's spool and sends the response. Parsing and enrichment happen later,
 in batches, in the processor. A handler answers with success only after its row is committed.
 """
 
@@ -369,7 +369,7 @@ class Collector:
         """Export or erase one person's data, authenticated by the site's API key.
 
         ``POST /api/v1/privacy/export`` and ``/erase`` take ``{"visitor_id" | "user_id" |
-        "email": value}``; an erasure answers 202 with a request id, and
+        "email": value}``; an erasure returns 202 with a request id, and
         ``GET /api/v1/privacy/requests/<id>`` reports when it is done."""
         headers = header_map(scope, _WANTED_HEADERS)
         assert self._sites is not None
@@ -479,7 +479,7 @@ def _hash_beacon_user_data(parsed: dict[str, Any]) -> bytes:
 
 
 def _image_response(image: bytes, content_type: bytes) -> tuple[Message, Message]:
-    """Build the two ASGI messages of a pixel response once, as every pixel answer is equal."""
+    """Build the two ASGI messages of a pixel response once, because every pixel response is the same."""
     headers = [(b"content-type", content_type), (b"content-length", str(len(image)).encode()),
                *NO_STORE]
     return ({"type": "http.response.start", "status": 200, "headers": headers},

@@ -22,7 +22,7 @@ CORS = [(b"access-control-allow-origin", b"*")]
 
 
 class BodyTooLarge(Exception):
-    """The request body is longer than the endpoint accepts; ``head`` holds its start."""
+    """The request body is longer than the endpoint accepts; ``head`` contains its first bytes."""
 
     def __init__(self, head: bytes, limit: int) -> None:
         super().__init__(f"request body larger than {limit} bytes")

@@ -12,7 +12,7 @@ advances afterwards, so delivery is at least once and ``ClickHouseStore.write_ba
 what a replay would store twice. While the event store is unavailable the processor retries
 with exponential backoff and the spools keep growing.
 
-Erasure requests and retention (``Maintenance``) delete from whichever store holds the
+Erasure requests and retention (``Maintenance``) delete from whichever store contains the
 events; session state and the request log are always in SQLite.
 """
 

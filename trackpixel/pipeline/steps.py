@@ -137,7 +137,7 @@ def machine_open(hit: Hit, draft: Draft, ctx: Context) -> None:
 
 
 def country(hit: Hit, draft: Draft, ctx: Context) -> None:
-    # A server event comes from the site's back office, whose address says nothing about
+    # A server event comes from the site's back office, whose address tells nothing about
     # where the person is.
     draft["country"] = None if hit.source is Source.API else geo.country_of(hit.ip_anon)
 

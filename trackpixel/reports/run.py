@@ -155,9 +155,11 @@ def funnel(store: EventStore, site: Site, query: ReportQuery, steps: list[str],
         count = counts[index] or 0
         previous = counts[index - 1] or 0 if index else count
         gap = gaps[index]
+        # The first step converts all of its visitors, or none when nobody reached it.
+        conversion = percent(count, previous) if index else percent(count, count)
         rows.append([
             index + 1, step, count,
-            percent(count, previous) if index else (100.0 if count else 0.0),
+            conversion,
             percent(count, counts[0] or 0),
             (previous - count) if index else 0,
             round(gap / 1000, 1) if gap is not None else None,
