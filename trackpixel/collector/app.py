@@ -1,8 +1,8 @@
 """The collector: pixel, beacon, snippet, email open, click redirect and server API endpoints.
 
 Every handler does the least it can: it reads the request, anonymises the client address,
-commits one raw row to this process's spool and sends the response. Parsing and enrichment happen later,
-in batches, in the processor. A handler answers with success only after its row is committed.
+commits one raw row to this process's spool and sends the response. Parsing and enrichment
+happen later, in batches, in the processor. A handler answers with success only after its row is committed.
 """
 
 from __future__ import annotations
@@ -479,7 +479,8 @@ def _hash_beacon_user_data(parsed: dict[str, Any]) -> bytes:
 
 
 def _image_response(image: bytes, content_type: bytes) -> tuple[Message, Message]:
-    """Build the two ASGI messages of a pixel response once, because every pixel response is the same."""
+    """Build the two ASGI messages of a pixel response once, because all pixel responses are
+    the same."""
     headers = [(b"content-type", content_type), (b"content-length", str(len(image)).encode()),
                *NO_STORE]
     return ({"type": "http.response.start", "status": 200, "headers": headers},
