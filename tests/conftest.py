@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from server import Server, SiteInfo, add_site  # noqa: E402
+from server import Server, SiteInfo, add_site
 
 
 @pytest.fixture

@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 
 from server import cli
-from web_fixtures import PASSWORD, add_user, client, log_in, login_token, make_site, \
-    open_data_dir
+from web_fixtures import PASSWORD, add_user, client, log_in, login_token, make_site, open_data_dir
 
 from trackpixel.web import auth
 

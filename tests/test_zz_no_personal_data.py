@@ -3,8 +3,6 @@ that any test sent may remain in any database, spool, WAL or log file the suite 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 SENT_VALUES = [

@@ -2,7 +2,8 @@
 
 Every handler does the least it can: it reads the request, anonymises the client address,
 commits one raw row to this process's spool and sends the response. Parsing and enrichment
-happen later, in batches, in the processor. A handler answers with success only after its row is committed.
+happen later, in batches, in the processor. A handler sends a success response only after
+its row is committed.
 """
 
 from __future__ import annotations
