@@ -24,36 +24,48 @@ DAY, VALUE, EVENTS, PAGE_VIEWS, CUSTOM, SESSIONS, TOTAL_VALUE, CUSTOM_VALUE, SEC
 
 
 class _Sums:
-    """Per-key sums of ``rollup_days`` counters and the unions of the member and started
-    session sets."""
+    """Per-key sums of ``rollup_days`` counters, and the member and started-session sets.
+
+    The sets are kept serialized until a report asks for a key's count, and then unioned in
+    one call, so a report that ranks keys by an additive counter only deserializes the sets
+    of the keys it shows."""
 
     def __init__(self) -> None:
         self.counts: dict[Any, list[float]] = {}
-        self.members: dict[Any, BitMap] = {}
-        self.started: dict[Any, BitMap] = {}
+        self._members: dict[Any, list[bytes]] = {}
+        self._started: dict[Any, list[bytes]] = {}
 
     def add(self, key: Any, row: tuple[Any, ...]) -> None:
         counts = self.counts.get(key)
         if counts is None:
             self.counts[key] = list(row[EVENTS:MEMBERS])
-            self.members[key] = BitMap()
-            self.started[key] = BitMap()
+            self._members[key] = []
+            self._started[key] = []
         else:
             for index, amount in enumerate(row[EVENTS:MEMBERS]):
                 counts[index] += amount
         if row[MEMBERS]:
-            self.members[key] |= BitMap.deserialize(row[MEMBERS])
+            self._members[key].append(row[MEMBERS])
         if row[STARTED]:
-            self.started[key] |= BitMap.deserialize(row[STARTED])
+            self._started[key].append(row[STARTED])
 
     def get(self, key: Any, column: int) -> float:
         return self.counts[key][column - EVENTS]
 
     def unique(self, key: Any) -> int:
-        return len(self.members[key])
+        return union_size(self._members[key])
 
     def sessions(self, key: Any) -> int:
-        return len(self.started[key])
+        return union_size(self._started[key])
+
+
+def union_size(blobs: list[bytes]) -> int:
+    """Return the number of distinct integers in the union of serialized bitmaps."""
+    if not blobs:
+        return 0
+    if len(blobs) == 1:
+        return len(BitMap.deserialize(blobs[0]))
+    return len(BitMap.union(*(BitMap.deserialize(blob) for blob in blobs)))
 
 
 def _sums(conn: sqlite3.Connection, query: ReportQuery, dimension: str,
@@ -153,10 +165,9 @@ def series(conn: sqlite3.Connection, query: ReportQuery, unit: str,
 
 def top_pages(conn: sqlite3.Connection, query: ReportQuery) -> list[tuple[Any, ...]]:
     sums = _sums(conn, query, "path")
-    rows = [(path, sums.get(path, PAGE_VIEWS), sums.unique(path), sums.get(path, SESSIONS))
-            for path in sums.counts]
-    rows.sort(key=lambda row: (-row[1], row[0]))
-    return rows[:query.limit]
+    shown = sorted(sums.counts, key=lambda path: (-sums.get(path, PAGE_VIEWS), path))
+    return [(path, sums.get(path, PAGE_VIEWS), sums.unique(path), sums.get(path, SESSIONS))
+            for path in shown[:query.limit]]
 
 
 def breakdown(conn: sqlite3.Connection, query: ReportQuery,
@@ -171,19 +182,21 @@ def breakdown(conn: sqlite3.Connection, query: ReportQuery,
 def custom_events(conn: sqlite3.Connection, query: ReportQuery) -> list[tuple[Any, ...]]:
     sums = _sums(conn, query, "kind_name", key=lambda row: row[VALUE].split(SEP, 1)[1],
                  keep=lambda row: row[VALUE].startswith(f"custom{SEP}"))
-    rows = [(name, sums.get(name, EVENTS), sums.unique(name),
-             _money(sums.get(name, TOTAL_VALUE))) for name in sums.counts]
-    rows.sort(key=lambda row: (-row[1], row[0]))
-    return rows[:query.limit]
+    return _named_events(sums, query.limit)
 
 
 def events_by_name(conn: sqlite3.Connection, query: ReportQuery) -> list[tuple[Any, ...]]:
     """The rows of ``queries.events``: people's events of every kind by name."""
     sums = _sums(conn, query, "kind_name", key=lambda row: row[VALUE].split(SEP, 1)[1])
-    rows = [(name, sums.get(name, EVENTS), sums.unique(name),
-             _money(sums.get(name, TOTAL_VALUE))) for name in sums.counts]
-    rows.sort(key=lambda row: (-row[1], row[0]))
-    return rows[:query.limit]
+    return _named_events(sums, query.limit)
+
+
+def _named_events(sums: _Sums, limit: int) -> list[tuple[Any, ...]]:
+    """Rows of name, events, visitors and value, most events first; the visitor sets of only
+    the names shown are unioned."""
+    shown = sorted(sums.counts, key=lambda name: (-sums.get(name, EVENTS), name))
+    return [(name, sums.get(name, EVENTS), sums.unique(name),
+             _money(sums.get(name, TOTAL_VALUE))) for name in shown[:limit]]
 
 
 def email_campaigns(conn: sqlite3.Connection, query: ReportQuery) -> list[tuple[Any, ...]]:
@@ -231,18 +244,22 @@ def _groups(conn: sqlite3.Connection, query: ReportQuery,
     return rollups.session_groups(conn, query.site_id, report, query.from_day, query.to_day)
 
 
+def _ranked(groups: dict[str, rollups.Group],
+            limit: int) -> list[tuple[str, rollups.Group]]:
+    """The first ``limit`` groups with sessions, most sessions first, then by value."""
+    kept = [(value, group) for value, group in groups.items() if group.counts[0]]
+    kept.sort(key=lambda item: (-item[1].counts[0], item[0]))
+    return kept[:limit]
+
+
 def entry_pages(conn: sqlite3.Connection, query: ReportQuery) -> list[tuple[Any, ...]]:
-    rows = [(path, group.counts[0], len(group.members), group.counts[1])
-            for path, group in _groups(conn, query, "entry").items() if group.counts[0]]
-    rows.sort(key=lambda row: (-row[1], row[0]))
-    return rows[:query.limit]
+    groups = _ranked(_groups(conn, query, "entry"), query.limit)
+    return [(path, group.counts[0], group.visitors(), group.counts[1]) for path, group in groups]
 
 
 def exit_pages(conn: sqlite3.Connection, query: ReportQuery) -> list[tuple[Any, ...]]:
-    rows = [(path, group.counts[0], len(group.members))
-            for path, group in _groups(conn, query, "exit").items() if group.counts[0]]
-    rows.sort(key=lambda row: (-row[1], row[0]))
-    return rows[:query.limit]
+    groups = _ranked(_groups(conn, query, "exit"), query.limit)
+    return [(path, group.counts[0], group.visitors()) for path, group in groups]
 
 
 # Acquisition groupings kept in the rollups: the columns of ``queries.acquisition`` and the
@@ -256,7 +273,7 @@ def acquisition(conn: sqlite3.Connection, query: ReportQuery, columns: tuple[str
                 require: tuple[str, ...]) -> list[tuple[Any, ...]]:
     """The rows of ``queries.acquisition`` without a goal, for ``ACQUISITION_REPORTS``."""
     report = ACQUISITION_REPORTS[columns]
-    rows = []
+    rows: list[tuple[tuple[str, ...], rollups.Group]] = []
     for value, group in _groups(conn, query, report).items():
         parts = tuple(value.split(SEP))
         named = dict(zip(columns, parts, strict=True))
@@ -264,11 +281,10 @@ def acquisition(conn: sqlite3.Connection, query: ReportQuery, columns: tuple[str
             continue
         if not group.counts[0]:
             continue
-        rows.append((*parts, group.counts[0], len(group.members), group.counts[3],
-                     _money(group.counts[4])))
-    width = len(columns)
-    rows.sort(key=lambda row: (-row[width], row[:width]))
-    return rows[:query.limit]
+        rows.append((parts, group))
+    rows.sort(key=lambda item: (-item[1].counts[0], item[0]))
+    return [(*parts, group.counts[0], group.visitors(), group.counts[3],
+             _money(group.counts[4])) for parts, group in rows[:query.limit]]
 
 
 def ad_conversions(conn: sqlite3.Connection, query: ReportQuery) -> list[tuple[Any, ...]]:

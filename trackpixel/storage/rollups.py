@@ -653,10 +653,20 @@ def day_rows(conn: sqlite3.Connection, site_id: str, dimension: str, from_day: s
 
 @dataclass
 class Group:
-    """Session-report totals of one group value over a range."""
+    """Session-report totals of one group value over a range.
+
+    The visitor sets stay serialized until ``visitors`` is asked for, so a report that ranks
+    groups by sessions unions the sets of the groups it shows only."""
 
     counts: list[float] = field(default_factory=lambda: [0, 0, 0, 0, 0.0])
-    members: BitMap = field(default_factory=BitMap)
+    blobs: list[bytes] = field(default_factory=list)
+    extra: set[int] = field(default_factory=set)
+
+    def visitors(self) -> int:
+        """The number of distinct visitors of the group's sessions."""
+        members = BitMap.union(BitMap(self.extra),
+                               *(BitMap.deserialize(blob) for blob in self.blobs))
+        return len(members)
 
 
 def session_groups(conn: sqlite3.Connection, site_id: str, report: str, from_day: str,
@@ -676,7 +686,7 @@ def session_groups(conn: sqlite3.Connection, site_id: str, report: str, from_day
         for index, amount in enumerate(counts):
             group.counts[index] += amount
         if blob:
-            group.members |= BitMap.deserialize(blob)
+            group.blobs.append(blob)
     for visitor, raw_days in conn.execute(
             "SELECT visitor, days FROM rollup_sessions WHERE site_id = ? AND first_day < last_day "
             "AND last_day >= ? AND first_day <= ? AND (first_day < ? OR last_day > ?)",
@@ -694,5 +704,5 @@ def session_groups(conn: sqlite3.Connection, site_id: str, report: str, from_day
             for index, amount in enumerate(item.counts):
                 group.counts[index] += amount
             if item.counts_visitor:
-                group.members.add(int(visitor))
+                group.extra.add(int(visitor))
     return groups
