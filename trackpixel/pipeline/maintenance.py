@@ -79,6 +79,9 @@ class Maintenance:
                 events += self.conn.execute(
                     "DELETE FROM events WHERE site_id = ? AND local_day < ?",
                     (site.id, first_kept_day)).rowcount
+                # Funnel step times are per-visitor event data and expire with the events.
+                self.conn.execute("DELETE FROM rollup_steps WHERE site_id = ? AND local_day < ?",
+                                  (site.id, first_kept_day))
                 rejected += self.conn.execute(
                     "DELETE FROM rejected_hits WHERE site_id = ? AND received_ts < ?",
                     (site.id, rejected_cutoff)).rowcount

@@ -12,6 +12,8 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+import orjson
 from pyroaring import BitMap
 
 from trackpixel.reports.queries import ReportQuery
@@ -26,9 +28,9 @@ DAY, VALUE, EVENTS, PAGE_VIEWS, CUSTOM, SESSIONS, TOTAL_VALUE, CUSTOM_VALUE, SEC
 class _Sums:
     """Per-key sums of ``rollup_days`` counters, and the member and started-session sets.
 
-    The sets are kept serialized until a report asks for a key's count, and then unioned in
-    one call, so a report that ranks keys by an additive counter only deserializes the sets
-    of the keys it shows."""
+    The sets stay serialized until a report reads a key's count, and are then unioned in one
+    call, so a report that ranks keys by an additive counter deserializes only the sets of
+    the keys it shows."""
 
     def __init__(self) -> None:
         self.counts: dict[Any, list[float]] = {}
@@ -192,8 +194,8 @@ def events_by_name(conn: sqlite3.Connection, query: ReportQuery) -> list[tuple[A
 
 
 def _named_events(sums: _Sums, limit: int) -> list[tuple[Any, ...]]:
-    """Rows of name, events, visitors and value, most events first; the visitor sets of only
-    the names shown are unioned."""
+    """Return rows of name, events, visitors and value, most events first. Only the visitor
+    sets of the names shown are unioned."""
     shown = sorted(sums.counts, key=lambda name: (-sums.get(name, EVENTS), name))
     return [(name, sums.get(name, EVENTS), sums.unique(name),
              _money(sums.get(name, TOTAL_VALUE))) for name in shown[:limit]]
@@ -246,7 +248,7 @@ def _groups(conn: sqlite3.Connection, query: ReportQuery,
 
 def _ranked(groups: dict[str, rollups.Group],
             limit: int) -> list[tuple[str, rollups.Group]]:
-    """The first ``limit`` groups with sessions, most sessions first, then by value."""
+    """Return the first ``limit`` groups with sessions, most sessions first, then by value."""
     kept = [(value, group) for value, group in groups.items() if group.counts[0]]
     kept.sort(key=lambda item: (-item[1].counts[0], item[0]))
     return kept[:limit]
@@ -296,3 +298,71 @@ def ad_conversions(conn: sqlite3.Connection, query: ReportQuery) -> list[tuple[A
             rows.append((campaign, creative, placement, group.counts[3],
                          _money(group.counts[4])))
     return rows
+
+
+def event_properties(conn: sqlite3.Connection, query: ReportQuery,
+                     event: str | None) -> list[tuple[Any, ...]]:
+    """Return the rows of ``run.event_properties``: event name, property, value, events and
+    visitors. Every custom event counts, with no bound on their number."""
+    sums = _sums(conn, query, "property", key=lambda row: tuple(orjson.loads(row[VALUE])))
+    groups = [group for group in sums.counts if event is None or group[0] == event]
+    groups.sort(key=lambda group: (-sums.get(group, EVENTS), group))
+    return [(*group, sums.get(group, EVENTS), sums.unique(group))
+            for group in groups[:query.limit]]
+
+
+def funnel(conn: sqlite3.Connection, query: ReportQuery, steps: list[tuple[str, str]],
+           window_ms: int) -> tuple[list[int], list[int]] | None:
+    """Visitors reaching each step and the summed milliseconds from the previous step, as
+    ``run.funnel_steps`` counts them, from the step times in ``rollup_steps``.
+
+    ``steps`` are (kind, value) pairs without property conditions. A visitor's first step is
+    their earliest matching event in the range. Each later step is their earliest matching
+    event at or after the previous step's time, and no later than ``window_ms`` after the
+    first. When both steps name the same events, it must come strictly after. Returns None when the visitor
+    and time ranges do not fit the 64-bit keys used here, so the caller reads raw events.
+    """
+    loaded = []
+    for kind, value in steps:
+        blobs = rollups.step_chunks(conn, query.site_id, rollups.step_key(kind, value),
+                                    query.from_day, query.to_day)
+        visitors = np.concatenate([np.frombuffer(v, dtype=np.int32) for v, _ in blobs]
+                                  or [np.empty(0, np.int32)]).astype(np.int64)
+        times = np.concatenate([np.frombuffer(t, dtype=np.int64) for _, t in blobs]
+                               or [np.empty(0, np.int64)])
+        loaded.append((visitors, times))
+    base = min((int(times.min()) for _, times in loaded if times.size), default=0)
+    pairs = [(visitors, times - base) for visitors, times in loaded]
+    span = max((int(times.max()) for _, times in pairs if times.size), default=0) + 2
+    top = max((int(visitors.max()) for visitors, _ in pairs if visitors.size), default=0)
+    if (top + 1) * span >= 2 ** 62:
+        return None
+    # One sorted int64 key per event: visitor * span + time, so that a search for a visitor's
+    # time finds that visitor's next event, if the result still belongs to the visitor.
+    keys = [np.sort(visitors * span + times) for visitors, times in pairs]
+    reached = [0] * len(steps)
+    gaps = [0] * len(steps)
+    first = keys[0]
+    if not first.size:
+        return reached, gaps
+    owner = first // span
+    starts = np.flatnonzero(np.concatenate(([True], owner[1:] != owner[:-1])))
+    current_visitor, current_time = owner[starts], first[starts] % span
+    first_time = current_time
+    reached[0] = int(current_visitor.size)
+    for index in range(1, len(steps)):
+        candidates = keys[index]
+        strict = steps[index] == steps[index - 1]
+        targets = current_visitor * span + current_time + (1 if strict else 0)
+        position = np.searchsorted(candidates, targets, side="left")
+        inside = position < candidates.size
+        found = candidates[np.minimum(position, max(candidates.size - 1, 0))] \
+            if candidates.size else np.zeros_like(targets)
+        found_time = found % span
+        ok = inside & (found // span == current_visitor) & \
+            (found_time <= first_time + window_ms)
+        reached[index] = int(ok.sum())
+        gaps[index] = int((found_time[ok] - current_time[ok]).sum())
+        current_visitor, current_time, first_time = \
+            current_visitor[ok], found_time[ok], first_time[ok]
+    return reached, gaps

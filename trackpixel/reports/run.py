@@ -372,6 +372,11 @@ def event_properties(store: EventStore, site: Site, query: ReportQuery, *,
     Properties are counted in Python over at most ``MAX_PROPERTY_ROWS`` events; the title says
     when that bound cut the count short.
     """
+    columns = ["name", "property", "value", "events", "visitors"]
+    conn = _rollups(store, query)
+    if conn is not None and rollups.part_ready(conn, "properties"):
+        return Table("Event properties", columns,
+                     [list(row) for row in from_rollups.event_properties(conn, query, event)])
     sql = queries.event_props_sample(query, MAX_PROPERTY_ROWS, dialect=_dialect(store),
                                      event=event)
     rows = _run(store, sql)
@@ -393,7 +398,7 @@ def event_properties(store: EventStore, site: Site, query: ReportQuery, *,
     title = "Event properties"
     if len(rows) >= MAX_PROPERTY_ROWS:
         title += f" (first {MAX_PROPERTY_ROWS} events only)"
-    return Table(title, ["name", "property", "value", "events", "visitors"],
+    return Table(title, columns,
                  [[*group, events[group], len(visitors[group])] for group in ordered])
 
 
@@ -476,10 +481,49 @@ def funnel_steps(store: EventStore, site: Site, query: ReportQuery, *,
     """
     if len(steps) < 2:
         raise ValueError("a funnel needs at least two steps")
+    window_ms = window_seconds * 1000
+    title = "Funnel"
+    counted = _funnel_from_rollups(store, query, steps, window_ms)
+    if counted is not None:
+        reached, gap_totals = counted
+    else:
+        reached, gap_totals, complete = _funnel_from_events(store, query, steps, window_ms)
+        if not complete:
+            title += f" (first {MAX_FUNNEL_ROWS} matching events only)"
+    table_rows = []
+    for index, step_def in enumerate(steps):
+        count = reached[index]
+        previous = reached[index - 1] if index else count
+        mean_gap = round(gap_totals[index] / count / 1000, 1) if index and count else None
+        table_rows.append([index + 1, step_def.label(), count,
+                           percent(count, previous) if index else (100.0 if count else 0.0),
+                           percent(count, reached[0]), previous - count, mean_gap])
+    return Table(title, ["step", "definition", "visitors", "conversion_pct", "overall_pct",
+                         "drop_off", "mean_seconds_from_previous"], table_rows)
+
+
+def _funnel_from_rollups(store: EventStore, query: ReportQuery,
+                         steps: list[FunnelStep],
+                         window_ms: int) -> tuple[list[int], list[int]] | None:
+    """Count a funnel from the step times in the rollups, or return None when they do not
+    hold its steps: property conditions, an event step naming page views, or filters."""
+    conn = _rollups(store, query)
+    if conn is None or not rollups.part_ready(conn, "steps"):
+        return None
+    if any(step.prop is not None or not rollups.has_step_key(step.kind, step.value)
+           for step in steps):
+        return None
+    return from_rollups.funnel(conn, query, [(step.kind, step.value) for step in steps],
+                               window_ms)
+
+
+def _funnel_from_events(store: EventStore, query: ReportQuery, steps: list[FunnelStep],
+                        window_ms: int) -> tuple[list[int], list[int], bool]:
+    """Count a funnel over its matching raw events, in visitor and time order; the flag says
+    whether every matching event was read."""
     conditions = [(step.kind, step.value, step.prop, step.prop_value) for step in steps]
     rows = _run(store, queries.funnel_matches(query, conditions, MAX_FUNNEL_ROWS,
                                               dialect=_dialect(store)))
-    window_ms = window_seconds * 1000
     reached = [0] * len(steps)
     gap_totals = [0] * len(steps)
     current_visitor: object = None
@@ -499,19 +543,7 @@ def funnel_steps(store: EventStore, site: Site, query: ReportQuery, *,
         reached[step] += 1
         last_ts = ts
         step += 1
-    table_rows = []
-    for index, step_def in enumerate(steps):
-        count = reached[index]
-        previous = reached[index - 1] if index else count
-        mean_gap = round(gap_totals[index] / count / 1000, 1) if index and count else None
-        table_rows.append([index + 1, step_def.label(), count,
-                           percent(count, previous) if index else (100.0 if count else 0.0),
-                           percent(count, reached[0]), previous - count, mean_gap])
-    title = "Funnel"
-    if len(rows) >= MAX_FUNNEL_ROWS:
-        title += f" (first {MAX_FUNNEL_ROWS} matching events only)"
-    return Table(title, ["step", "definition", "visitors", "conversion_pct", "overall_pct",
-                         "drop_off", "mean_seconds_from_previous"], table_rows)
+    return reached, gap_totals, len(rows) < MAX_FUNNEL_ROWS
 
 
 def _sample_text(detail: Any, raw: Any, user_agent: Any) -> str:

@@ -20,6 +20,7 @@ Only people's events (not bots, not machine email opens) count in session report
 from __future__ import annotations
 
 import sqlite3
+from array import array
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -44,7 +45,7 @@ FACT_COLUMNS = ("site_id", "ts", "local_day", "local_hour", "source", "kind", "n
                 "channel", "referrer_host", "utm_source", "utm_medium", "utm_campaign",
                 "utm_term", "utm_content", "campaign", "creative", "placement", "recipient",
                 "value", "visitor_id", "session_id", "session_start", "browser", "os",
-                "device_type", "country", "is_bot", "bot_reason", "machine_open")
+                "device_type", "country", "is_bot", "bot_reason", "machine_open", "props")
 
 
 class EventLike(Protocol):
@@ -80,6 +81,7 @@ class EventLike(Protocol):
     is_bot: int
     bot_reason: str | None
     machine_open: int
+    props: str | None
 
 
 @dataclass(slots=True)
@@ -116,6 +118,7 @@ class Fact:
     is_bot: int
     bot_reason: str | None
     machine_open: int
+    props: str | None
 
 
 # ---------------------------------------------------------------------------------------
@@ -201,6 +204,10 @@ def _day_facts(event: EventLike, visitor: int, session: int, recipient: int | No
             delta.add((site, dimension, day, getattr(event, dimension) or ""), counts, visitor,
                       started)
         delta.add((site, "kind_name", day, f"{kind}{SEP}{event.name}"), counts, visitor)
+        if custom and event.props is not None:
+            for described in property_values(event.name, event.props):
+                delta.add((site, "property", day, described), (1, 0, 1, 0, 0.0, 0.0, 0),
+                          visitor)
         if kind in ("impression", "click") and event.campaign is not None:
             ad = SEP.join((event.campaign, event.creative or "", event.placement or ""))
             delta.add((site, "ad", day, ad),
@@ -221,6 +228,23 @@ def _day_facts(event: EventLike, visitor: int, session: int, recipient: int | No
     if kind == "email_open" and event.machine_open:
         delta.add((site, "machine_open", day, event.campaign or ""),
                   (1, 0, 0, 0, 0.0, 0.0, 0), recipient)
+
+
+def property_values(name: str, props: str) -> list[str]:
+    """Return the ``property`` dimension values of a custom event: one JSON array of event
+    name, property name and value text per property, the value as the raw report shows it
+    (strings as they are, other JSON values written as JSON)."""
+    try:
+        parsed = orjson.loads(props)
+    except orjson.JSONDecodeError:
+        return []
+    if not isinstance(parsed, dict):
+        return []
+    found = []
+    for key, value in parsed.items():
+        text = value if isinstance(value, str) else orjson.dumps(value).decode()
+        found.append(orjson.dumps([name, str(key), text]).decode())
+    return found
 
 
 def _flush_days(conn: sqlite3.Connection, delta: _DayDelta) -> None:
@@ -498,6 +522,97 @@ def _flush_groups(conn: sqlite3.Connection, delta: _GroupDelta) -> None:
 
 
 # ---------------------------------------------------------------------------------------
+# Funnel step times
+#
+# Funnels are defined when a report is asked for, so no count can be kept in advance. What is
+# kept is the (visitor, time) pair of each person's event under the step keys that can name
+# it, so that a funnel reads only the events of its steps, as arrays.
+
+STEP_CHUNK = 8192
+PAGE_VIEW_NAME = "page_view"
+
+
+def step_key(kind: str, value: str) -> str:
+    """The ``rollup_steps`` key of a funnel step: ``event`` and an event name, or ``page``
+    and a path."""
+    return f"{'p' if kind == 'page' else 'n'}{SEP}{value}"
+
+
+def has_step_key(kind: str, value: str) -> bool:
+    """Whether the rollups keep the events of this step. Page views are kept by path only,
+    so an event step naming page views reads raw events."""
+    return kind == "page" or value != PAGE_VIEW_NAME
+
+
+@dataclass
+class _StepDelta:
+    pairs: dict[tuple[str, str, str], tuple[array[int], array[int]]] = field(
+        default_factory=dict)
+
+    def add(self, site_id: str, key: str, day: str, visitor: int, ts: int) -> None:
+        found = self.pairs.get((site_id, key, day))
+        if found is None:
+            found = self.pairs[(site_id, key, day)] = (array("i"), array("q"))
+        found[0].append(visitor)
+        found[1].append(ts)
+
+
+def _step_facts(event: EventLike, visitor: int, delta: _StepDelta) -> None:
+    if event.is_bot or event.machine_open:
+        return
+    if event.kind == "page_view":
+        if event.path is not None:
+            delta.add(event.site_id, step_key("page", event.path), event.local_day, visitor,
+                      event.ts)
+    elif event.name != PAGE_VIEW_NAME:
+        delta.add(event.site_id, step_key("event", event.name), event.local_day, visitor,
+                  event.ts)
+
+
+def _flush_steps(conn: sqlite3.Connection, delta: _StepDelta) -> None:
+    for (site_id, key, day), (visitors, times) in delta.pairs.items():
+        row = conn.execute(
+            "SELECT chunk, n, visitors, times FROM rollup_steps WHERE site_id = ? AND step = ? "
+            "AND local_day = ? ORDER BY chunk DESC LIMIT 1", (site_id, key, day)).fetchone()
+        start = 0
+        chunk = -1
+        if row is not None:
+            chunk, count, old_visitors, old_times = row
+            room = STEP_CHUNK - count
+            if room > 0:
+                start = min(room, len(visitors))
+                conn.execute(
+                    "UPDATE rollup_steps SET n = ?, visitors = ?, times = ? WHERE site_id = ? "
+                    "AND step = ? AND local_day = ? AND chunk = ?",
+                    (count + start, old_visitors + visitors[:start].tobytes(),
+                     old_times + times[:start].tobytes(), site_id, key, day, chunk))
+        for offset in range(start, len(visitors), STEP_CHUNK):
+            chunk += 1
+            part_visitors = visitors[offset:offset + STEP_CHUNK]
+            conn.execute("INSERT INTO rollup_steps VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         (site_id, key, day, chunk, len(part_visitors),
+                          part_visitors.tobytes(),
+                          times[offset:offset + STEP_CHUNK].tobytes()))
+
+
+def step_chunks(conn: sqlite3.Connection, site_id: str, key: str, from_day: str,
+                to_day: str) -> list[tuple[bytes, bytes]]:
+    """Return the (visitors, times) blobs of one step key over a range of local days."""
+    return conn.execute(
+        "SELECT visitors, times FROM rollup_steps WHERE site_id = ? AND step = ? "
+        "AND local_day >= ? AND local_day <= ?", (site_id, key, from_day, to_day)).fetchall()
+
+
+def part_ready(conn: sqlite3.Connection, part: str) -> bool:
+    """Whether a rollup part added by a later migration covers the events stored before it."""
+    try:
+        row = conn.execute("SELECT ready FROM rollup_parts WHERE part = ?", (part,)).fetchone()
+    except sqlite3.OperationalError:
+        return False  # a database opened read-only before the migration adding the part
+    return bool(row and row[0])
+
+
+# ---------------------------------------------------------------------------------------
 # Entry points for writers
 
 
@@ -515,14 +630,17 @@ def apply_events(conn: sqlite3.Connection, events: Sequence[EventLike]) -> None:
         recipients = _assign_ids(conn, site_id, "r", (
             event.recipient for event in site_events if event.recipient is not None))
         day_delta = _DayDelta()
+        step_delta = _StepDelta()
         sessions: dict[str, list[EventLike]] = defaultdict(list)
         for event in site_events:
             recipient = recipients[event.recipient] if event.recipient is not None else None
-            _day_facts(event, visitors[event.visitor_id], session_ids[event.session_id],
-                       recipient, day_delta)
+            visitor = visitors[event.visitor_id]
+            _day_facts(event, visitor, session_ids[event.session_id], recipient, day_delta)
+            _step_facts(event, visitor, step_delta)
             if tracks_session(event):
                 sessions[event.session_id].append(event)
         _flush_days(conn, day_delta)
+        _flush_steps(conn, step_delta)
         group_delta = _GroupDelta()
         _update_sessions(conn, site_id, sessions, visitors, group_delta)
         _flush_groups(conn, group_delta)
@@ -539,8 +657,8 @@ def read_facts(conn: sqlite3.Connection, where: str, params: Sequence[Any],
 
 def clear_site(conn: sqlite3.Connection, site_id: str) -> None:
     """Delete every rollup row of a site, its id map included."""
-    for table in ("rollup_days", "rollup_sessions", "rollup_session_groups", "rollup_ids",
-                  "rollup_id_counters"):
+    for table in ("rollup_days", "rollup_sessions", "rollup_session_groups", "rollup_steps",
+                  "rollup_ids", "rollup_id_counters"):
         conn.execute(f"DELETE FROM {table} WHERE site_id = ?", (site_id,))
 
 
@@ -580,6 +698,7 @@ def rebuild_site(conn: sqlite3.Connection, site_id: str, progress: Any = None,
                 progress(done)
         if covers_all:
             advance_watermark(conn)
+            conn.execute("UPDATE rollup_parts SET ready = 1")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -618,6 +737,8 @@ def erase_visitors(conn: sqlite3.Connection, site_id: str, visitor_ids: Sequence
     for day in days:
         conn.execute("DELETE FROM rollup_days WHERE site_id = ? AND local_day = ?",
                      (site_id, day))
+        conn.execute("DELETE FROM rollup_steps WHERE site_id = ? AND local_day = ?",
+                     (site_id, day))
     day_marks = ", ".join("?" for _ in days) or "NULL"
     for facts in read_facts(conn, f"site_id = ? AND local_day IN ({day_marks})",
                             (site_id, *days)):
@@ -626,11 +747,14 @@ def erase_visitors(conn: sqlite3.Connection, site_id: str, visitor_ids: Sequence
         recipients = _assign_ids(conn, site_id, "r", (
             fact.recipient for fact in facts if fact.recipient is not None))
         day_delta = _DayDelta()
+        step_delta = _StepDelta()
         for fact in facts:
             recipient = recipients[fact.recipient] if fact.recipient is not None else None
             _day_facts(fact, numbers[fact.visitor_id], session_ids[fact.session_id], recipient,
                        day_delta)
+            _step_facts(fact, numbers[fact.visitor_id], step_delta)
         _flush_days(conn, day_delta)
+        _flush_steps(conn, step_delta)
     conn.executemany("DELETE FROM rollup_ids WHERE site_id = ? AND kind = 'v' AND key = ?",
                      [(site_id, visitor) for visitor in visitor_ids])
     conn.executemany("DELETE FROM rollup_ids WHERE site_id = ? AND kind = 's' AND key = ?",
