@@ -82,7 +82,7 @@ def test_logged_in_forms_need_session_token(tmp_path: Path) -> None:
 
 
 def test_viewer_cannot_see_other_site(tmp_path: Path) -> None:
-    directory, conn, own, other = setup(tmp_path)
+    directory, _conn, own, other = setup(tmp_path)
     test_client = client(directory)
     assert log_in(test_client, "viewer@example.com").status_code == 303
     assert test_client.get(f"/dashboard/overview?site={own.id}").status_code == 200

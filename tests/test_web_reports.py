@@ -94,7 +94,7 @@ def test_overview_totals_match_python(dataset: tuple) -> None:
 
 
 def test_multi_day_visitors_not_summed(dataset: tuple) -> None:
-    test_client, site, rows = dataset
+    test_client, _site, rows = dataset
     expected = people(rows)
     daily = defaultdict(set)
     for row in expected:
@@ -105,7 +105,7 @@ def test_multi_day_visitors_not_summed(dataset: tuple) -> None:
 
 
 def test_daily_series_includes_dst_day(dataset: tuple) -> None:
-    test_client, site, rows = dataset
+    test_client, _site, rows = dataset
     series = {row["bucket"]: row for row in as_dicts(fetch(test_client, "timeseries"))}
     expected = people(rows)
     assert list(series) == ["2025-03-28", "2025-03-29", "2025-03-30", "2025-03-31",
@@ -117,7 +117,7 @@ def test_daily_series_includes_dst_day(dataset: tuple) -> None:
 
 
 def test_hourly_series_on_dst_day(dataset: tuple) -> None:
-    test_client, site, rows = dataset
+    test_client, _site, rows = dataset
     body = fetch(test_client, "timeseries", interval="hour", **{"from": "2025-03-30",
                                                                  "to": "2025-03-30"})
     hours = {row["bucket"]: row["page_views"] for row in as_dicts(body)}
@@ -132,7 +132,7 @@ def test_hourly_series_on_dst_day(dataset: tuple) -> None:
 
 
 def test_weekly_series_counts_distinct_visitors(dataset: tuple) -> None:
-    test_client, site, rows = dataset
+    test_client, _site, rows = dataset
     body = fetch(test_client, "timeseries", interval="week")
     weeks = {row["bucket"]: row["visitors"] for row in as_dicts(body)}
     expected = defaultdict(set)
@@ -143,7 +143,7 @@ def test_weekly_series_counts_distinct_visitors(dataset: tuple) -> None:
 
 
 def test_pages_and_channels_match_python(dataset: tuple) -> None:
-    test_client, site, rows = dataset
+    test_client, _site, rows = dataset
     expected = people(rows)
     pages = {row["path"]: row["page_views"] for row in as_dicts(fetch(test_client, "pages"))}
     assert pages == Counter(row.path for row in expected if row.kind == "page_view")
@@ -153,7 +153,7 @@ def test_pages_and_channels_match_python(dataset: tuple) -> None:
 
 
 def test_filters_restrict_every_count(dataset: tuple) -> None:
-    test_client, site, rows = dataset
+    test_client, _site, rows = dataset
     body = fetch(test_client, "countries", device="mobile", channel="email")
     countries = {row["country"]: row["visitors"] for row in as_dicts(body)}
     expected = defaultdict(set)
@@ -165,7 +165,7 @@ def test_filters_restrict_every_count(dataset: tuple) -> None:
 
 
 def test_property_filter_and_breakdown(dataset: tuple) -> None:
-    test_client, site, rows = dataset
+    test_client, _site, rows = dataset
     body = fetch(test_client, "events", prop="plan=pro")
     events = {row["name"]: row["events"] for row in as_dicts(body)}
     assert events == {"Signup": sum(row.props == '{"plan":"pro"}' for row in people(rows))}
@@ -176,7 +176,7 @@ def test_property_filter_and_breakdown(dataset: tuple) -> None:
 
 
 def test_funnel_matches_python(dataset: tuple) -> None:
-    test_client, site, rows = dataset
+    test_client, _site, rows = dataset
     body = fetch(test_client, "funnel", step=["page:/pricing", "event:Signup"],
                  window_hours=1)
     by_visitor = defaultdict(list)
@@ -197,7 +197,7 @@ def test_funnel_matches_python(dataset: tuple) -> None:
 
 
 def test_csv_export_of_pages(dataset: tuple) -> None:
-    test_client, site, rows = dataset
+    test_client, _site, _rows = dataset
     response = test_client.get("/api/v1/reports/pages",
                                params={"from": FROM, "to": TO, "format": "csv"})
     assert response.status_code == 200

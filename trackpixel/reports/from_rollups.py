@@ -319,8 +319,9 @@ def funnel(conn: sqlite3.Connection, query: ReportQuery, steps: list[tuple[str, 
     ``steps`` are (kind, value) pairs without property conditions. A visitor's first step is
     their earliest matching event in the range. Each later step is their earliest matching
     event at or after the previous step's time, and no later than ``window_ms`` after the
-    first. When both steps name the same events, it must come strictly after. Returns None when the visitor
-    and time ranges do not fit the 64-bit keys used here, so the caller reads raw events.
+    first. When both steps name the same events, it must come strictly after. Returns None
+    when the visitor and time ranges do not fit the 64-bit keys used here, so the caller
+    reads raw events.
     """
     loaded = []
     for kind, value in steps:
