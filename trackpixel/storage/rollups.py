@@ -528,7 +528,9 @@ def _flush_groups(conn: sqlite3.Connection, delta: _GroupDelta) -> None:
 # kept is the (visitor, time) pair of each person's event under the step keys that can name
 # it, so that a funnel reads only the events of its steps, as arrays.
 
-STEP_CHUNK = 8192
+# Pairs per chunk. A batch rewrites the last chunk of each step key and day it touches, so
+# small chunks keep that write short, at the cost of more rows for a funnel to read.
+STEP_CHUNK = 256
 PAGE_VIEW_NAME = "page_view"
 
 
