@@ -1,0 +1,231 @@
+"""Time every dashboard view on the ClickHouse event store.
+
+Loads the events of bench/dashboard_bench.py (``generate_rows``: by default 10 million over
+60 local days, seed 7, last day 2025-03-31) into the trackpixel ClickHouse schema, then runs
+each report of the dashboard's views for the last 30 days, once cold and ``--repeat`` times
+warm, and prints the times as a Markdown table.
+
+    .venv/bin/python bench/clickhouse_dashboard_bench.py --workdir /tmp/tp-ch-dashboard
+
+Unless ``--url`` names a running server, Debian's ``clickhouse-server`` is started on
+127.0.0.1 (``--port``, the two ports after it for HTTP and replication) with its data under
+``--workdir``, and stopped at the end. The data stays there: a later run with the same
+``--workdir`` finds the events already stored and skips loading. ``--sqlite-db`` names a
+database made by bench/dashboard_bench.py with the same events; every view's rows are then
+compared with what that database returns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+sys.path.insert(0, str(REPO_ROOT / "tests"))
+sys.path.insert(0, str(BENCH_DIR))
+sys.path.insert(0, str(REPO_ROOT))
+
+from clickhouse_fixtures import ClickHouseServer, find_server_binary  # noqa: E402
+from dashboard_bench import SITE_ID, ZONE, ReadStore, generate_rows, views  # noqa: E402
+
+from trackpixel.reports.queries import ReportQuery  # noqa: E402
+from trackpixel.sites import Site, get_site  # noqa: E402
+from trackpixel.storage.clickhouse import ClickHouseStore  # noqa: E402
+from trackpixel.storage.records import EVENT_COLUMNS  # noqa: E402
+from trackpixel.storage.sqlite import connect, migrate  # noqa: E402
+
+END_DAY = date(2025, 3, 31)
+INSERT_CHUNK = 200_000
+_LOCAL_DAY = EVENT_COLUMNS.index("local_day")
+
+
+class TimedStore:
+    """A ClickHouse store that records how long each query takes, to name the slowest."""
+
+    dialect = "clickhouse"
+
+    def __init__(self, store: ClickHouseStore) -> None:
+        self.store = store
+        self.timings: list[tuple[float, str]] = []
+
+    def query(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        started = time.perf_counter()
+        rows = self.store.query(sql, params)
+        self.timings.append((time.perf_counter() - started, " ".join(sql.split())))
+        return rows
+
+
+def load_events(store: ClickHouseStore, count: int, days: int) -> None:
+    """Insert ``count`` generated events, replacing whatever the site had."""
+    store.execute("ALTER TABLE events DELETE WHERE site_id = %(site)s", {"site": SITE_ID})
+    store.execute("OPTIMIZE TABLE events FINAL")
+    insert = f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES"
+    rows = generate_rows(count, days, END_DAY, seed=7)
+    started = time.perf_counter()
+    done = 0
+    while True:
+        chunk = []
+        for _, row in zip(range(INSERT_CHUNK), rows, strict=False):
+            values = list(row)
+            values[_LOCAL_DAY] = date.fromisoformat(values[_LOCAL_DAY])
+            chunk.append(values)
+        if not chunk:
+            break
+        store.execute(insert, chunk)
+        done += len(chunk)
+        if done % 1_000_000 == 0:
+            print(f"  {done} events, {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    # Merged parts are what a server that has been running for a while reads.
+    for table in store_tables(store):
+        store.execute(f"OPTIMIZE TABLE {table} FINAL")
+    print(f"  loaded and merged in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+
+
+def store_tables(store: ClickHouseStore) -> list[str]:
+    """Return the MergeTree tables of the store's database."""
+    rows = store.execute("SELECT name FROM system.tables WHERE database = %(db)s "
+                         "AND engine LIKE '%%MergeTree'", {"db": store.url.database})
+    return sorted(str(row[0]) for row in rows)
+
+
+def bench_site(path: Path) -> Site:
+    """Return the benchmark site from a small SQLite file holding only it."""
+    conn = connect(path)
+    migrate(conn)
+    conn.execute(
+        "INSERT OR IGNORE INTO sites (id, domain, allowed_domains, timezone, api_key_hash, "
+        "cookies, created_ts) VALUES (?, 'bench.example', '[\"bench.example\"]', ?, '', 1, 0)",
+        (SITE_ID, ZONE))
+    conn.commit()
+    site = get_site(conn, SITE_ID)
+    conn.close()
+    assert site is not None
+    return site
+
+
+def time_report(runner: Callable[..., Any], store: TimedStore, site: Site, query: ReportQuery,
+                options: dict[str, Any], repeat: int) -> tuple[float, float, Any, float, str]:
+    """Return the first run's time, the median of ``repeat`` further runs, the last result,
+    and the slowest query of the last run with its time."""
+    timings = []
+    result = None
+    for _ in range(1 + repeat):
+        store.timings.clear()
+        started = time.perf_counter()
+        result = runner(store, site, query, **options)
+        timings.append(time.perf_counter() - started)
+    slowest, text = max(store.timings) if store.timings else (0.0, "")
+    warm = statistics.median(timings[1:]) if repeat else timings[0]
+    return timings[0], warm, result, slowest, text
+
+
+def disk_use(store: ClickHouseStore) -> list[tuple[str, int, int]]:
+    rows = store.execute(
+        "SELECT table, sum(rows), sum(bytes_on_disk) FROM system.parts WHERE active "
+        "AND database = %(db)s GROUP BY table ORDER BY table", {"db": store.url.database})
+    return [(str(table), int(count), int(size)) for table, count, size in rows]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--days", type=int, default=60)
+    parser.add_argument("--range-days", type=int, default=30)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/trackpixel-ch-dashboard"))
+    parser.add_argument("--port", type=int, default=9401,
+                        help="TCP port of the server started here; HTTP and replication use "
+                             "the next two.")
+    parser.add_argument("--url", default=None,
+                        help="Use this running server (clickhouse://HOST:PORT/DATABASE) "
+                             "instead of starting one.")
+    parser.add_argument("--repeat", type=int, default=3, help="Timed runs after the first.")
+    parser.add_argument("--reload", action="store_true",
+                        help="Load the events even when the table already holds them.")
+    parser.add_argument("--sqlite-db", type=Path, default=None,
+                        help="A bench/dashboard_bench.py database of the same events whose "
+                             "results every view must equal.")
+    parser.add_argument("--queries", action="store_true",
+                        help="Also print the slowest query of each report.")
+    args = parser.parse_args()
+
+    server = None
+    url = args.url
+    if url is None:
+        binary = find_server_binary()
+        if binary is None:
+            sys.exit("Error: clickhouse-server is not installed; "
+                     "apt-get install clickhouse-server")
+        server = ClickHouseServer(args.workdir / "clickhouse", binary, tcp_port=args.port,
+                                  http_port=args.port + 1, interserver_port=args.port + 2)
+        server.start()
+        url = server.url
+    try:
+        run_bench(args, url)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def run_bench(args: argparse.Namespace, url: str) -> None:
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    store = ClickHouseStore(url)
+    print(f"schema ready in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    stored = store.execute("SELECT count() FROM events WHERE site_id = %(site)s",
+                           {"site": SITE_ID})[0][0]
+    if args.reload or stored != args.events:
+        print(f"loading {args.events} events ({stored} stored)", file=sys.stderr)
+        load_events(store, args.events, args.days)
+    site = bench_site(args.workdir / "sites.db")
+    timed = TimedStore(store)
+    expected_store = ReadStore(args.sqlite_db) if args.sqlite_db else None
+    from_day = (END_DAY - timedelta(days=args.range_days - 1)).isoformat()
+    query = ReportQuery(SITE_ID, from_day, END_DAY.isoformat(), limit=50)
+    version = store.execute("SELECT version()")[0][0]
+    stored = store.execute("SELECT count() FROM events WHERE site_id = %(site)s",
+                           {"site": SITE_ID})[0][0]
+
+    print(f"ClickHouse {version}, {os.cpu_count()} CPUs ({platform.machine()}), "
+          f"{stored} events, range {query.from_day} to {query.to_day}")
+    for table, rows, size in disk_use(store):
+        print(f"- {table}: {rows} rows, {size / 1e6:.0f} MB on disk")
+    print()
+    compare = " equal to SQLite |" if expected_store else ""
+    print(f"| view | report | first run (s) | median (s) | slowest query (s) |{compare}")
+    print("| --- | --- | --- | --- | --- |" + (" --- |" if expected_store else ""))
+    slow_queries: list[tuple[float, str, str]] = []
+    for view, reports in views(query).items():
+        view_first = view_total = 0.0
+        for label, runner, options in reports:
+            first, warm, result, slowest, text = time_report(runner, timed, site, query,
+                                                             options, args.repeat)
+            view_first += first
+            view_total += warm
+            slow_queries.append((slowest, f"{view} / {label}", text))
+            verdict = ""
+            if expected_store is not None:
+                expected = runner(expected_store, site, query, **options)
+                same = expected.rows == result.rows and expected.columns == result.columns
+                verdict = f" {'yes' if same else '**NO**'} |"
+            print(f"| {view} | {label} | {first:.3f} | {warm:.3f} | {slowest:.3f} |{verdict}",
+                  flush=True)
+        print(f"| **{view}** | **whole view** | {view_first:.3f} | **{view_total:.3f}** | |"
+              + (" |" if expected_store else ""), flush=True)
+    if args.queries:
+        print()
+        for seconds, where, text in sorted(slow_queries, reverse=True):
+            print(f"- {seconds:.3f} s, {where}: `{text[:400]}`")
+    store.close()
+
+
+if __name__ == "__main__":
+    main()
