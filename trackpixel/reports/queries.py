@@ -366,6 +366,8 @@ def totals(query: ReportQuery, *, dialect: str = "sqlite", goal: str | None = No
     Visitors and sessions are distinct counts over the range, never sums of daily counts. A
     conversion is a custom event, or only the custom event named ``goal`` when given.
     """
+    if dialect == "clickhouse" and not query.filters and not goal:
+        return totals_clickhouse(query)
     where, params = dashboard_where(query, dialect=dialect)
     goal_clause = ""
     if goal:
@@ -392,6 +394,8 @@ def session_stats(query: ReportQuery, *, dialect: str = "sqlite") -> Sql:
     A bounce is a session with one page view or beacon event. Length is the time from its
     first to its last event inside the range, in seconds.
     """
+    if dialect == "clickhouse" and not query.filters:
+        return session_stats_clickhouse(query)
     where, params = dashboard_where(query, dialect=dialect)
     text = f"""
 SELECT
@@ -433,6 +437,8 @@ def week_bucket(days: list[str]) -> tuple[str, dict[str, Any]]:
 def series(query: ReportQuery, unit: str, *, dialect: str = "sqlite",
            mondays: list[str] | None = None, goal: str | None = None) -> Sql:
     """Visitors, sessions, page views and conversions per hour, day or week bucket."""
+    if dialect == "clickhouse" and not query.filters and not goal and unit in ("day", "week"):
+        return series_clickhouse(query, unit, mondays)
     where, params = dashboard_where(query, dialect=dialect)
     if unit == "hour":
         bucket, group = "local_day AS day, local_hour AS hour", "local_day, local_hour"
@@ -463,6 +469,8 @@ ORDER BY day, hour
 
 
 def top_pages(query: ReportQuery, *, dialect: str = "sqlite") -> Sql:
+    if dialect == "clickhouse" and not query.filters:
+        return top_pages_clickhouse(query)
     where, params = dashboard_where(query, dialect=dialect)
     params["limit"] = query.limit
     text = f"""
@@ -482,6 +490,8 @@ def entry_pages(query: ReportQuery, *, dialect: str = "sqlite") -> Sql:
 
     One pass groups page views by session; the entry is the session-start page view.
     """
+    if dialect == "clickhouse" and not query.filters:
+        return entry_pages_clickhouse(query)
     where, params = dashboard_where(query, dialect=dialect)
     params["limit"] = query.limit
     text = f"""
@@ -508,6 +518,8 @@ def exit_pages(query: ReportQuery, *, dialect: str = "sqlite") -> Sql:
     The last view is found without window functions: the maximum of the 13-digit
     millisecond time followed by the path, which holds for times from 2001 to 2286.
     """
+    if dialect == "clickhouse" and not query.filters:
+        return exit_pages_clickhouse(query)
     where, params = dashboard_where(query, dialect=dialect)
     params["limit"] = query.limit
     text = f"""
@@ -534,6 +546,8 @@ def _per_session(query: ReportQuery, columns: tuple[str, ...], dialect: str,
     conversions (custom events, or only ``goal``) and their value as ``session_conversions``
     and ``session_value``. No alias equals a column of ``events``, since ClickHouse would put
     the aliased expression in place of the column."""
+    if dialect == "clickhouse" and not query.filters and not goal:
+        return _per_session_clickhouse(query, columns)
     where, params = dashboard_where(query, dialect=dialect)
     goal_clause = ""
     if goal:
@@ -591,6 +605,8 @@ def breakdown(query: ReportQuery, dimension: str, *, dialect: str = "sqlite") ->
     if column is None:
         raise ValueError(f"invalid breakdown {dimension!r}; expected "
                          f"{', '.join(BREAKDOWN_COLUMNS)}")
+    if dialect == "clickhouse" and not query.filters:
+        return breakdown_clickhouse(query, column)
     where, params = dashboard_where(query, dialect=dialect)
     params["limit"] = query.limit
     text = f"""
@@ -778,3 +794,188 @@ GROUP BY COALESCE(campaign, '')
 ORDER BY machine_opens DESC, campaign_key
 """
     return Sql(text, params)
+
+
+
+# ClickHouse reports over ``session_events`` and ``page_events``.
+#
+# ``session_events`` holds, per site, local day, session, visitor and breakdown dimension
+# values, the aggregate states of those events, people only; ``page_events`` holds page-view
+# counts and visitor sets per site, local day and path (trackpixel.storage.clickhouse_schema).
+# Merging the states of the range's days per session gives the figures that grouping the
+# range's events by session gives, and distinct counts over the rows equal those over the
+# events, so these queries return the rows of the raw queries above while reading about one
+# row per session and day, or per path and day, instead of one per event. They apply to
+# queries without filters or goal; the builders above keep the raw SQL otherwise.
+# ``finalizeAggregation`` gives one row's own figure; rows with the same key that a merge has
+# not yet combined each hold a part, which distinct counts and sums take in as they are.
+
+_STARTED_ROW = "finalizeAggregation(any_started) = 1"
+
+
+def _session_where(query: ReportQuery) -> tuple[str, dict[str, Any]]:
+    params: dict[str, Any] = {"site_id": query.site_id, "from_day": query.from_day,
+                              "to_day": query.to_day}
+    return ("site_id = :site_id AND local_day >= :from_day AND local_day <= :to_day", params)
+
+
+def totals_clickhouse(query: ReportQuery) -> Sql:
+    """``totals`` for a query without filters or goal, from ``session_events``."""
+    where, params = _session_where(query)
+    text = f"""
+SELECT
+    uniqExact(visitor_key) AS visitors,
+    uniqExactIf(session_key, {_STARTED_ROW}) AS sessions,
+    countIfMerge(page_view_count) AS page_views,
+    countMerge(event_count) AS event_total,
+    countIfMerge(conversion_count) AS conversions,
+    sumIfMerge(conversion_sum) AS conversion_value
+FROM session_events
+WHERE {where}
+"""
+    return Sql(text, params)
+
+
+def series_clickhouse(query: ReportQuery, unit: str, mondays: list[str] | None) -> Sql:
+    """``series`` by day or week for a query without filters or goal, from
+    ``session_events``."""
+    where, params = _session_where(query)
+    if unit == "day":
+        bucket, group = "local_day AS day, 0 AS hour", "local_day"
+    elif unit == "week":
+        case, week_params = week_bucket(mondays or [])
+        params.update(week_params)
+        bucket, group = f"{case} AS day, 0 AS hour", case
+    else:
+        raise ValueError(f"invalid interval {unit!r}: expected day or week")
+    text = f"""
+SELECT {bucket},
+       uniqExact(visitor_key) AS visitors,
+       uniqExactIf(session_key, {_STARTED_ROW}) AS sessions,
+       countIfMerge(page_view_count) AS page_views,
+       countIfMerge(conversion_count) AS conversions
+FROM session_events
+WHERE {where}
+GROUP BY {group}
+ORDER BY day, hour
+"""
+    return Sql(text, params)
+
+
+def breakdown_clickhouse(query: ReportQuery, column: str) -> Sql:
+    """``breakdown`` by ``column`` for an unfiltered query, from ``session_events``."""
+    where, params = _session_where(query)
+    params["limit"] = query.limit
+    text = f"""
+SELECT {column}_value AS dimension_key,
+       uniqExact(visitor_key) AS visitors,
+       uniqExactIf(session_key, {_STARTED_ROW}) AS sessions,
+       countIfMerge(page_view_count) AS page_views
+FROM session_events
+WHERE {where}
+GROUP BY {column}_value
+ORDER BY visitors DESC, dimension_key
+LIMIT :limit
+"""
+    return Sql(text, params)
+
+
+def top_pages_clickhouse(query: ReportQuery) -> Sql:
+    """``top_pages`` for an unfiltered query, from ``page_events``."""
+    where, params = _session_where(query)
+    params["limit"] = query.limit
+    text = f"""
+SELECT page_path AS path_key, countMerge(view_count) AS page_views,
+       uniqExactMerge(path_visitors) AS visitors, sumMerge(entry_count) AS entries
+FROM page_events
+WHERE {where}
+GROUP BY page_path
+ORDER BY page_views DESC, path_key
+LIMIT :limit
+"""
+    return Sql(text, params)
+
+
+def session_stats_clickhouse(query: ReportQuery) -> Sql:
+    """``session_stats`` for an unfiltered query, from ``session_events``."""
+    where, params = _session_where(query)
+    text = f"""
+SELECT
+    COUNT(*) AS sessions,
+    SUM(CASE WHEN hits = 1 THEN 1 ELSE 0 END) AS bounces,
+    AVG((last_ts - first_ts) / 1000.0) AS mean_duration_s
+FROM (
+    SELECT countIfMerge(browser_hits) AS hits, minIfMerge(browser_first_ts) AS first_ts,
+           maxIfMerge(browser_last_ts) AS last_ts, maxIfMerge(browser_started) AS started
+    FROM session_events
+    WHERE {where}
+    GROUP BY session_key
+) AS per_session
+WHERE started = 1
+"""
+    return Sql(text, params)
+
+
+# The session's visitor as the raw queries take it: the least visitor id among the rows with
+# page views.
+_PAGE_VISITOR = "minIf(visitor_id, finalizeAggregation(page_view_count) > 0)"
+
+
+def entry_pages_clickhouse(query: ReportQuery) -> Sql:
+    """``entry_pages`` for an unfiltered query, from ``session_events``."""
+    where, params = _session_where(query)
+    params["limit"] = query.limit
+    text = f"""
+SELECT entry_path, COUNT(*) AS entries, COUNT(DISTINCT session_visitor) AS visitors,
+       SUM(CASE WHEN page_views = 1 THEN 1 ELSE 0 END) AS bounces
+FROM (
+    SELECT {_PAGE_VISITOR} AS session_visitor,
+           countIfMerge(page_view_count) AS page_views,
+           maxIfMerge(page_entry_started) AS has_entry,
+           maxIfMerge(page_entry_path) AS entry_path
+    FROM session_events
+    WHERE {where}
+    GROUP BY session_key
+) AS per_session
+WHERE has_entry = 1
+GROUP BY entry_path
+ORDER BY entries DESC, entry_path
+LIMIT :limit
+"""
+    return Sql(text, params)
+
+
+def exit_pages_clickhouse(query: ReportQuery) -> Sql:
+    """``exit_pages`` for an unfiltered query, from ``session_events``."""
+    where, params = _session_where(query)
+    params["limit"] = query.limit
+    text = f"""
+SELECT substr(last_view, 15) AS exit_path, COUNT(*) AS exits,
+       COUNT(DISTINCT session_visitor) AS visitors
+FROM (
+    SELECT {_PAGE_VISITOR} AS session_visitor,
+           countIfMerge(page_view_count) AS page_views,
+           maxIfMerge(page_exit_view) AS last_view
+    FROM session_events
+    WHERE {where}
+    GROUP BY session_key
+) AS per_session
+WHERE page_views > 0
+GROUP BY substr(last_view, 15)
+ORDER BY exits DESC, exit_path
+LIMIT :limit
+"""
+    return Sql(text, params)
+
+
+def _per_session_clickhouse(query: ReportQuery,
+                            columns: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
+    """``_per_session`` without filters or goal, from ``session_events``: the same columns."""
+    where, params = _session_where(query)
+    firsts = ", ".join(f"maxIfMerge(opening_{column}) AS first_{column}" for column in columns)
+    text = (f"(SELECT min(visitor_id) AS session_visitor, "
+            f"maxMerge(any_started) AS started, {firsts}, "
+            f"countIfMerge(conversion_count) AS session_conversions, "
+            f"sumIfMerge(conversion_sum) AS session_value "
+            f"FROM session_events WHERE {where} GROUP BY session_key)")
+    return text, params

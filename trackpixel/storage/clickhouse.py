@@ -16,6 +16,7 @@ queries read ``events`` with ``FINAL``.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -345,6 +346,9 @@ class ClickHouseStore:
         """Delete the rows of ``events`` or ``rejected_hits`` matching ``where`` (``:name``
         placeholders) on every server of the store, and wait until the deletion is applied.
 
+        Deleting events also updates ``session_events``: when ``where`` names only
+        ``site_id`` and ``local_day`` its rows of the same days go, otherwise the rows of every
+        session that had a deleted event are aggregated again from the events that remain.
         ClickHouse deletes through a mutation, which rewrites the affected parts in the
         background; waiting for it means the data is gone from disk when this returns."""
         if table not in ("events", "rejected_hits"):
@@ -353,14 +357,64 @@ class ClickHouseStore:
         servers = [(self.url.host, self.url.port)]
         if self.url.cluster:
             servers = self._cluster_servers(self.client)
-        text = f"ALTER TABLE {local} DELETE WHERE {clickhouse_placeholders(where)}"
+        condition = clickhouse_placeholders(where)
         for host, port in servers:
             client = self._connect(host, port, self.url.database)
             try:
-                client.execute(text, params)
-                self._wait_for_mutations(client, local)
+                if table == "events":
+                    self._delete_events(client, local, condition, params,
+                                        by_day=_names_only_days(where))
+                else:
+                    self._mutate(client, local, f"DELETE WHERE {condition}", params)
             finally:
                 client.disconnect()
+
+    def _delete_events(self, client: Any, events: str, condition: str, params: dict[str, Any],
+                       *, by_day: bool) -> None:
+        """Delete matching events of one server and bring its ``session_events`` and
+        ``page_events`` in line."""
+        sessions, pages = f"session_{events}", f"page_{events}"
+        if by_day:
+            # Whole days go, so the day rows of the aggregates go with them.
+            for table in (events, sessions, pages):
+                self._mutate(client, table, f"DELETE WHERE {condition}", params)
+            return
+        touched_sessions: dict[str, list[str]] = {}
+        for site_id, session_id in client.execute(
+                f"SELECT DISTINCT site_id, session_id FROM {events} WHERE {condition}", params):
+            touched_sessions.setdefault(str(site_id), []).append(str(session_id))
+        touched_pages: dict[str, tuple[set[date], set[str]]] = {}
+        for site_id, day, path in client.execute(
+                f"SELECT DISTINCT site_id, local_day, ifNull(path, '') FROM {events} "
+                f"WHERE ({condition}) AND kind = 'page_view'", params):
+            days, paths = touched_pages.setdefault(str(site_id), (set(), set()))
+            days.add(day)
+            paths.add(str(path))
+        self._mutate(client, events, f"DELETE WHERE {condition}", params)
+        # The aggregate rows that held a deleted event are deleted and aggregated again from
+        # the events that remain.
+        # NOTE: an event of these rows inserted between a deletion and the INSERT after it
+        # reaches the table twice, through the view and through the INSERT.
+        for site_id, session_ids in touched_sessions.items():
+            for start in range(0, len(session_ids), LOOKUP_CHUNK):
+                ids: dict[str, Any] = {"site": site_id,
+                                       "ids": tuple(session_ids[start:start + LOOKUP_CHUNK])}
+                match = "site_id = %(site)s AND session_id IN %(ids)s"
+                self._mutate(client, sessions, f"DELETE WHERE {match}", ids)
+                client.execute(f"INSERT INTO {sessions} "
+                               + schema.session_select(events, f" AND {match}"), ids)
+        for site_id, (days, paths) in touched_pages.items():
+            keys: dict[str, Any] = {"site": site_id, "days": tuple(sorted(days)),
+                                    "paths": tuple(sorted(paths))}
+            self._mutate(client, pages, "DELETE WHERE site_id = %(site)s AND local_day IN "
+                         "%(days)s AND page_path IN %(paths)s", keys)
+            client.execute(f"INSERT INTO {pages} " + schema.page_select(
+                events, " AND site_id = %(site)s AND local_day IN %(days)s "
+                "AND ifNull(path, '') IN %(paths)s"), keys)
+
+    def _mutate(self, client: Any, table: str, mutation: str, params: dict[str, Any]) -> None:
+        client.execute(f"ALTER TABLE {table} {mutation}", params)
+        self._wait_for_mutations(client, table)
 
     def _wait_for_mutations(self, client: Any, table: str) -> None:
         deadline = time.monotonic() + MUTATION_TIMEOUT_S
@@ -384,6 +438,17 @@ def _event_values(event: EventRow) -> tuple[Any, ...]:
     values = list(event_values(event))
     values[_LOCAL_DAY_INDEX] = date.fromisoformat(event.local_day)
     return tuple(values)
+
+
+_WORD = re.compile(r"(?<![:\w])[A-Za-z_]\w*")
+_CONDITION_KEYWORDS = {"AND", "OR", "NOT", "IN", "IS", "NULL", "BETWEEN"}
+
+
+def _names_only_days(where: str) -> bool:
+    """Return True when the columns that ``where`` names are only ``site_id`` and
+    ``local_day``, so it selects whole days of a site's events."""
+    words = {word for word in _WORD.findall(where) if word.upper() not in _CONDITION_KEYWORDS}
+    return words <= {"site_id", "local_day"}
 
 
 def _ddl_settings(client: Any) -> dict[str, int]:

@@ -8,6 +8,11 @@ cluster, every shard gets ``events_local`` and ``rejected_hits_local``, and ever
 
 Sorting keys end with the row's unique id, so two copies of one event share the whole key and
 a merge (or a query with ``FINAL``) keeps one of them.
+
+``session_events`` (``session_events_local`` on each shard of a cluster, with a Distributed
+``session_events`` over them) holds one row of aggregate states per site, local day and
+session, filled by the materialized view ``session_events_mv`` from every insert into
+``events``. The session reports read it instead of grouping the range's events by session.
 """
 
 from __future__ import annotations
@@ -96,6 +101,106 @@ PARTITION BY toYYYYMM(toDate(toDateTime(intDiv(received_ts, 1000))))
 ORDER BY (reason, received_ts, hit_uid)"""
 
 
+# Per-session aggregates for the reports. One ``session_events`` row holds the aggregate
+# states of the events of one session, local day, visitor and breakdown dimension values
+# (``<dimension>_value``),
+# people only (no bots, no machine email opens). A session report merges the states of every
+# day of its range per session, so it gets the figures that grouping the range's events by
+# session gives; totals, day series and breakdowns count distinct visitors and sessions over
+# the rows. The condition of each -If state is the WHERE clause of the report query that
+# needs it. The acquisition columns of trackpixel.reports.queries are kept as
+# ``opening_<column>``. Sorting-key columns cannot be Nullable, so NULL dimensions are ''.
+SESSION_ACQUISITION_COLUMNS = ("channel", "referrer_host", "utm_source", "utm_medium",
+                               "utm_campaign", "utm_term", "utm_content", "campaign",
+                               "creative", "placement")
+SESSION_DIMENSIONS = ("device_type", "browser", "os", "country")
+_BROWSER = "source IN ('pixel', 'beacon')"
+_PAGE_VIEW = "kind = 'page_view'"
+SESSION_STATES: tuple[tuple[str, str, str], ...] = (
+    # (column, type, expression over events)
+    ("event_count", "AggregateFunction(count)", "countState()"),
+    ("any_started", "AggregateFunction(max, UInt8)", "maxState(session_start)"),
+    ("browser_hits", "AggregateFunction(countIf, UInt8)", f"countIfState({_BROWSER})"),
+    ("browser_first_ts", "AggregateFunction(minIf, UInt64, UInt8)",
+     f"minIfState(ts, {_BROWSER})"),
+    ("browser_last_ts", "AggregateFunction(maxIf, UInt64, UInt8)",
+     f"maxIfState(ts, {_BROWSER})"),
+    ("browser_started", "AggregateFunction(maxIf, UInt8, UInt8)",
+     f"maxIfState(session_start, {_BROWSER})"),
+    ("page_view_count", "AggregateFunction(countIf, UInt8)", f"countIfState({_PAGE_VIEW})"),
+    ("page_entry_started", "AggregateFunction(maxIf, UInt8, UInt8)",
+     f"maxIfState(session_start, {_PAGE_VIEW})"),
+    ("page_entry_path", "AggregateFunction(maxIf, String, UInt8)",
+     f"maxIfState(ifNull(path, ''), {_PAGE_VIEW} AND session_start = 1)"),
+    # The exit page is the path of the latest page view: the maximum of the 13-digit time
+    # followed by the path, as trackpixel.reports.queries.exit_pages computes it.
+    ("page_exit_view", "AggregateFunction(maxIf, String, UInt8)",
+     f"maxIfState(concat(toString(ts), ' ', ifNull(path, '')), {_PAGE_VIEW})"),
+    *((f"opening_{column}", "AggregateFunction(maxIf, String, UInt8)",
+       f"maxIfState(ifNull({column}, ''), session_start = 1)")
+      for column in SESSION_ACQUISITION_COLUMNS),
+    ("conversion_count", "AggregateFunction(countIf, UInt8)", "countIfState(kind = 'custom')"),
+    ("conversion_sum", "AggregateFunction(sumIf, Float64, UInt8)",
+     "sumIfState(ifNull(value, 0), kind = 'custom')"),
+)
+
+SESSION_COLUMNS = ",\n".join(
+    ["    site_id LowCardinality(String)", "    local_day Date", "    session_key UInt64",
+     "    session_id String", "    visitor_id String"]
+    + [f"    {column}_value LowCardinality(String)" for column in SESSION_DIMENSIONS]
+    + ["    visitor_key UInt64"]
+    + [f"    {column} {kind}" for column, kind, _ in SESSION_STATES])
+
+SESSION_ENGINE = """ENGINE = AggregatingMergeTree
+PARTITION BY toYYYYMM(local_day)
+ORDER BY (site_id, local_day, session_key, session_id, visitor_id, device_type_value,
+          browser_value, os_value, country_value, visitor_key)"""
+
+_SESSION_GROUP = ("site_id, local_day, session_key, session_id, visitor_id, "
+                  + ", ".join(f"{column}_value" for column in SESSION_DIMENSIONS) + ", visitor_key")
+# The events the view aggregates; ``{source}`` is the events table of this server.
+SESSION_SELECT = (
+    "SELECT site_id, local_day, cityHash64(session_id) AS session_key, session_id, visitor_id, "
+    + ", ".join(f"ifNull({column}, '') AS {column}_value" for column in SESSION_DIMENSIONS)
+    + ", cityHash64(visitor_id) AS visitor_key, "
+    + ", ".join(f"{expression} AS {column}" for column, _, expression in SESSION_STATES)
+    + " FROM {source} WHERE is_bot = 0 AND machine_open = 0{extra} "
+    f"GROUP BY {_SESSION_GROUP}")
+
+# Page views per site, local day and path: counts and the exact set of visitor hashes.
+PAGE_COLUMNS = """
+    site_id LowCardinality(String),
+    local_day Date,
+    page_path LowCardinality(String),
+    view_count AggregateFunction(count),
+    entry_count AggregateFunction(sum, UInt8),
+    path_visitors AggregateFunction(uniqExact, UInt64)
+"""
+
+PAGE_ENGINE = """ENGINE = AggregatingMergeTree
+PARTITION BY toYYYYMM(local_day)
+ORDER BY (site_id, local_day, page_path)"""
+
+PAGE_SELECT = (
+    "SELECT site_id, local_day, ifNull(path, '') AS page_path, countState() AS view_count, "
+    "sumState(session_start) AS entry_count, "
+    "uniqExactState(cityHash64(visitor_id)) AS path_visitors "
+    "FROM {source} WHERE is_bot = 0 AND machine_open = 0 AND kind = 'page_view'{extra} "
+    "GROUP BY site_id, local_day, page_path")
+
+
+def session_select(source: str, extra: str = "") -> str:
+    """Return the SELECT that aggregates the rows of ``source`` into ``session_events`` rows;
+    ``extra`` is more WHERE text, starting with `` AND``."""
+    return SESSION_SELECT.replace("{source}", source).replace("{extra}", extra)
+
+
+def page_select(source: str, extra: str = "") -> str:
+    """Return the SELECT that aggregates the rows of ``source`` into ``page_events`` rows;
+    ``extra`` is more WHERE text, starting with `` AND``."""
+    return PAGE_SELECT.replace("{source}", source).replace("{extra}", extra)
+
+
 @dataclass(frozen=True)
 class Migration:
     """One schema version: statements for each storage server and, with a cluster, the
@@ -130,6 +235,33 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE TABLE IF NOT EXISTS {db}.copy_checkpoints (source String, "
             "table_name String, last_id UInt64, updated DateTime) "
             "ENGINE = ReplacingMergeTree ORDER BY (source, table_name, last_id)",
+        ),
+    ),
+    Migration(
+        name="0003_session_events",
+        local=(
+            # ``session_{events}`` is ``session_events`` on one server and
+            # ``session_events_local`` on a shard, beside that server's events table; the
+            # same holds for ``page_{events}``.
+            f"CREATE TABLE IF NOT EXISTS {{db}}.session_{{events}} ({SESSION_COLUMNS}) "
+            f"{SESSION_ENGINE}",
+            f"CREATE TABLE IF NOT EXISTS {{db}}.page_{{events}} ({PAGE_COLUMNS}) {PAGE_ENGINE}",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.session_{events}_mv "
+            "TO {db}.session_{events} AS " + session_select("{db}.{events}"),
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.page_{events}_mv "
+            "TO {db}.page_{events} AS " + page_select("{db}.{events}"),
+            # Events stored before the views existed. An insert that runs between a view's
+            # creation and these statements is counted twice, so the migration has to run
+            # before events are written, as ``ClickHouseStore`` does when it opens.
+            "INSERT INTO {db}.session_{events} " + session_select("{db}.{events}"),
+            "INSERT INTO {db}.page_{events} " + page_select("{db}.{events}"),
+        ),
+        distributed=(
+            "CREATE TABLE IF NOT EXISTS {db}.session_events AS {db}.session_events_local "
+            "ENGINE = Distributed({cluster}, {db}, session_events_local, "
+            "sipHash64(visitor_id))",
+            "CREATE TABLE IF NOT EXISTS {db}.page_events AS {db}.page_events_local "
+            "ENGINE = Distributed({cluster}, {db}, page_events_local, rand())",
         ),
     ),
 )

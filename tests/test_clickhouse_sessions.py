@@ -1,0 +1,428 @@
+"""ClickHouse reports read from ``session_events`` and ``page_events`` return what the raw
+events give, on ClickHouse and on SQLite: for sessions that cross midnight and the range's
+edges, after an erasure and a retention delete, after migrating a database of the previous
+schema, on two shards and on a current engine."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from clickhouse_fixtures import (  # noqa: F401 - pytest fixtures
+    SITE_ZONE,
+    ClickHouseServer,
+    clickhouse,
+    clickhouse_binary,
+    clickhouse_shards,
+    generated_batches,
+)
+
+from trackpixel import rights
+from trackpixel.reports import queries
+from trackpixel.reports import run as reports
+from trackpixel.reports.queries import ReportQuery, Sql
+from trackpixel.sites import Site, add_site
+from trackpixel.storage import clickhouse_schema as schema
+from trackpixel.storage.clickhouse import ClickHouseStore
+from trackpixel.storage.records import EVENT_COLUMNS, EventRow, ProcessedBatch
+from trackpixel.storage.sqlite import SqliteStore
+
+RANGES = [("2026-03-01", "2026-04-01"), ("2026-03-02", "2026-03-30"),
+          ("2026-03-02", "2026-03-31"), ("2026-03-03", "2026-03-03"),
+          ("2026-03-31", "2026-03-31"), ("2026-04-01", "2026-04-01"),
+          ("2026-05-01", "2026-05-03")]
+ERASED = "0000000000000a04"
+ROTATED = "0000000000000a05"
+
+
+def _mondays(from_day: str, to_day: str) -> list[str]:
+    start, end = date.fromisoformat(from_day), date.fromisoformat(to_day)
+    monday = start - timedelta(days=start.weekday())
+    weeks = []
+    while monday <= end:
+        weeks.append(monday.isoformat())
+        monday += timedelta(days=7)
+    return weeks
+
+
+# Every query that ClickHouse answers from the aggregate tables when unfiltered, by name.
+AGGREGATE_QUERIES: dict[str, Callable[[ReportQuery, str], Sql]] = {
+    "totals": lambda q, d: queries.totals(q, dialect=d),
+    "session_stats": lambda q, d: queries.session_stats(q, dialect=d),
+    "series_day": lambda q, d: queries.series(q, "day", dialect=d),
+    "series_week": lambda q, d: queries.series(q, "week", dialect=d,
+                                               mondays=_mondays(q.from_day, q.to_day)),
+    "top_pages": lambda q, d: queries.top_pages(q, dialect=d),
+    "entry_pages": lambda q, d: queries.entry_pages(q, dialect=d),
+    "exit_pages": lambda q, d: queries.exit_pages(q, dialect=d),
+    "channels": lambda q, d: queries.acquisition(q, ("channel",), dialect=d),
+    "referrers": lambda q, d: queries.acquisition(q, ("referrer_host",), dialect=d,
+                                                  require=("referrer_host",)),
+    "utm": lambda q, d: queries.acquisition(q, reports.UTM_COLUMNS, dialect=d,
+                                            require=("utm_source", "utm_campaign")),
+    "all_acquisition_columns": lambda q, d: queries.acquisition(
+        q, queries.ACQUISITION_COLUMNS, dialect=d),
+    "ad_conversions": lambda q, d: queries.ad_conversions(q, dialect=d),
+    **{f"breakdown_{name}": (lambda q, d, name=name: queries.breakdown(q, name, dialect=d))
+       for name in queries.BREAKDOWN_COLUMNS},
+}
+
+
+def event(site_id: str, uid: str, moment: datetime, **values: Any) -> EventRow:
+    """Return a page view at ``moment`` (a local time of the site), changed by ``values``."""
+    local = moment.astimezone(ZoneInfo(SITE_ZONE))
+    row: dict[str, Any] = {
+        "event_uid": f"crafted:{uid}", "site_id": site_id,
+        "ts": int(moment.timestamp() * 1000), "local_day": local.date().isoformat(),
+        "local_hour": local.hour, "source": "pixel", "kind": "page_view", "name": "page_view",
+        "host": "example.com", "path": "/", "channel": "direct", "session_start": 0,
+        "is_bot": 0, "machine_open": 0, "gpc": 0, "dnt": 0, "cookieless": 0,
+        "browser": "Firefox", "os": "Linux", "device_type": "desktop", "country": "NZ",
+    }
+    row.update(values)
+    return EventRow(*(row.get(column) for column in EVENT_COLUMNS))
+
+
+def crafted_events(site_id: str) -> list[EventRow]:
+    """Sessions at the edges the aggregates must get right."""
+    zone = ZoneInfo(SITE_ZONE)
+
+    def at(day: str, hour: int, minute: int) -> datetime:
+        year, month, mday = (int(part) for part in day.split("-"))
+        return datetime(year, month, mday, hour, minute, tzinfo=zone)
+
+    def ev(uid: str, moment: datetime, **values: Any) -> EventRow:
+        return event(site_id, uid, moment, **values)
+
+    night = {"visitor_id": "0000000000000a01", "session_id": "night"}
+    late = {"visitor_id": "0000000000000a02", "session_id": "late"}
+    early = {"visitor_id": "0000000000000a03", "session_id": "early"}
+    bot = {"visitor_id": "0000000000000b01", "session_id": "bot", "is_bot": 1}
+    return [
+        # A session across midnight, with a beacon conversion and a server-API event.
+        ev("n1", at("2026-03-02", 23, 50), **night, session_start=1,
+           channel="organic_search", referrer_host="google.com", utm_source="google",
+           utm_medium="cpc", utm_campaign="spring", utm_term="shoes", utm_content="ad-1",
+           campaign="spring", creative="c-1", placement="top", path="/landing"),
+        ev("n2", at("2026-03-02", 23, 58), **night, path="/pricing"),
+        ev("n3", at("2026-03-03", 0, 7), **night, path="/blog/a"),
+        ev("n4", at("2026-03-03", 0, 9), **night, source="beacon", kind="custom",
+           name="purchase", value=12.5, path="/checkout"),
+        ev("n5", at("2026-03-03", 0, 12), **night, source="api", kind="custom",
+           name="signup_done", value=4.25, path=None),
+        # A session that runs past the last day of a range.
+        ev("l1", at("2026-03-31", 23, 55), **late, session_start=1, channel="paid_search",
+           campaign="retarget", creative="c-2", placement="side", path="/offer"),
+        ev("l2", at("2026-04-01", 0, 5), **late, path="/pricing"),
+        ev("l3", at("2026-04-01", 0, 6), **late, source="beacon", kind="custom",
+           name="purchase", value=3.0),
+        # A session that began the day before a range, with a page view without a path.
+        ev("e1", at("2026-03-01", 23, 59), **early, session_start=1, channel="email"),
+        ev("e2", at("2026-03-02", 0, 1), **early, path=None),
+        # A session whose visitor id changes at midnight, as daily device hashes do.
+        ev("r1", at("2026-03-30", 23, 40), visitor_id=ERASED, session_id="rotate",
+           session_start=1, channel="social", device_type="mobile", country="DE"),
+        ev("r2", at("2026-03-30", 23, 45), visitor_id=ERASED, session_id="rotate",
+           path="/pricing", device_type="mobile", country="DE"),
+        ev("r3", at("2026-03-31", 0, 20), visitor_id=ROTATED, session_id="rotate",
+           path="/blog/b", device_type="mobile", browser=None, country=None),
+        # Bots and machine opens count nowhere in these reports.
+        ev("b1", at("2026-03-02", 10, 0), **bot, session_start=1),
+        ev("b2", at("2026-03-02", 10, 1), **bot, path="/pricing"),
+        ev("m1", at("2026-03-02", 11, 0), visitor_id="0000000000000a06", session_id="mail",
+           session_start=1, source="open", kind="email_open", name="email_open",
+           machine_open=1, campaign="newsletter-3", path=None),
+        ev("m2", at("2026-03-02", 11, 5), visitor_id="0000000000000a06", session_id="mail",
+           source="click", kind="click", name="click", campaign="newsletter-3", path=None),
+        # Sessions of server-API events only, and of one beacon event only.
+        ev("a1", at("2026-03-31", 9, 0), visitor_id="0000000000000a07", session_id="api",
+           session_start=1, source="api", kind="custom", name="purchase", value=99.0,
+           path=None),
+        ev("a2", at("2026-03-31", 9, 30), visitor_id="0000000000000a08", session_id="beacon",
+           session_start=1, source="beacon", kind="custom", name="newsletter"),
+    ]
+
+
+def all_batches(site_id: str) -> list[ProcessedBatch]:
+    return [*generated_batches(site_id, spool="sessions"),
+            ProcessedBatch(spool="crafted", last_rowid=1, events=crafted_events(site_id),
+                           rejected=[], sessions=[])]
+
+
+def normalized(name: str, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Rows with floats rounded and a SQL NULL sum as 0, as the report runners treat them;
+    ad conversions sorted, since that query has no ORDER BY; series buckets without events
+    left out, since the runner lists every bucket and ClickHouse returns one row for a
+    constant bucket of an empty range."""
+    result = [tuple(0 if value is None else round(value, 6) if isinstance(value, float)
+                    else value for value in row) for row in rows]
+    if name.startswith("series_"):
+        result = [row for row in result if any(row[2:])]
+    return sorted(result) if name == "ad_conversions" else result
+
+
+def assert_aggregates_match(store: Any, site_id: str, expected: Any = None) -> None:
+    """Assert every aggregate query on ``store`` equals the raw query on ``store`` and, when
+    given, on the SQLite store ``expected``."""
+    for from_day, to_day in RANGES:
+        query = ReportQuery(site_id, from_day, to_day, limit=7)
+        for name, build in AGGREGATE_QUERIES.items():
+            fast = build(query, "clickhouse")
+            assert "session_events" in fast.text or "page_events" in fast.text, name
+            # The SQLite text is the raw query, which ClickHouse runs as well.
+            raw = build(query, "sqlite")
+            actual = normalized(name, store.query(fast.text, fast.params))
+            assert actual == normalized(name, store.query(raw.text, raw.params)), (
+                name, from_day, to_day)
+            if expected is not None:
+                assert actual == normalized(name, expected.query(raw.text, raw.params)), (
+                    name, from_day, to_day)
+
+
+def dashboard_tables(store: Any, site: Site, query: ReportQuery) -> dict[str, Any]:
+    """The tables of the runners that read the aggregate tables when unfiltered."""
+    tables = {
+        "overview": reports.dashboard_overview(store, site, query),
+        "overview_goal": reports.dashboard_overview(store, site, query, goal="purchase"),
+        "day": reports.timeseries(store, site, query, interval="day"),
+        "week": reports.timeseries(store, site, query, interval="week"),
+        "top_pages": reports.top_pages(store, site, query),
+        "entry_pages": reports.entry_pages(store, site, query),
+        "exit_pages": reports.exit_pages(store, site, query),
+        "channels": reports.channels(store, site, query),
+        "channels_goal": reports.channels(store, site, query, goal="purchase"),
+        "referrers": reports.referrers(store, site, query),
+        "utm_campaigns": reports.utm_campaigns(store, site, query),
+        "ad_campaigns": reports.ad_campaigns(store, site, query),
+    }
+    for dimension in queries.BREAKDOWN_COLUMNS:
+        tables[dimension] = reports.breakdown(store, site, query, dimension=dimension)
+    return tables
+
+
+def assert_dashboard_matches(store: Any, expected: Any, site: Site) -> None:
+    for from_day, to_day in RANGES:
+        for filters in ({}, {"channel": "email"}):
+            query = ReportQuery(site.id, from_day, to_day, limit=7, filters=filters)
+            actual = dashboard_tables(store, site, query)
+            wanted = dashboard_tables(expected, site, query)
+            for name, table in actual.items():
+                assert table.columns == wanted[name].columns
+                assert table.rows == wanted[name].rows, (name, from_day, to_day, filters)
+
+
+class RawSqlite:
+    """A SQLite event store without its connection in view, so every runner reads the raw
+    events, whatever the state of the rollups after a deletion."""
+
+    dialect = "sqlite"
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.store = store
+
+    def query(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        return self.store.query(sql, params)
+
+
+def sqlite_copy(path: Path, site_id: str, delete: str = "0 = 1",
+                params: dict[str, Any] | None = None) -> SqliteStore:
+    """Return a SQLite store with the events of ``all_batches``, less those that the WHERE
+    text ``delete`` matches."""
+    store = SqliteStore(path)
+    for batch in all_batches(site_id):
+        store.write_batch(batch)
+    with store.conn:
+        store.conn.execute(f"DELETE FROM events WHERE {delete}", params or {})
+    return store
+
+
+@pytest.fixture(scope="module")
+def loaded(clickhouse: ClickHouseServer,  # noqa: F811
+           tmp_path_factory: pytest.TempPathFactory,
+           ) -> Iterator[tuple[Site, SqliteStore, ClickHouseStore]]:
+    root: Path = tmp_path_factory.mktemp("sessions")
+    sqlite_store = SqliteStore(root / "trackpixel.db")
+    site, _ = add_site(sqlite_store.conn, "example.com", timezone=SITE_ZONE)
+    store = ClickHouseStore(f"clickhouse://127.0.0.1:{clickhouse.tcp_port}/session_reports")
+    for batch in all_batches(site.id):
+        sqlite_store.write_batch(batch)
+        store.write_batch(batch)
+    yield site, sqlite_store, store
+    sqlite_store.close()
+    store.close()
+
+
+def test_aggregate_tables_list_the_report_columns() -> None:
+    assert schema.SESSION_ACQUISITION_COLUMNS == queries.ACQUISITION_COLUMNS
+    assert tuple(queries.BREAKDOWN_COLUMNS.values()) == schema.SESSION_DIMENSIONS
+
+
+def test_aggregates_equal_raw_events(loaded) -> None:  # type: ignore[no-untyped-def]
+    site, sqlite_store, store = loaded
+    whole = ReportQuery(site.id, "2026-03-01", "2026-04-01", limit=50)
+    for name in ("session_stats", "entry_pages", "exit_pages", "channels", "ad_conversions",
+                 "top_pages", "breakdown_devices"):
+        sql = AGGREGATE_QUERIES[name](whole, "clickhouse")
+        assert store.query(sql.text, sql.params), f"{name} has no rows to compare"
+    assert_aggregates_match(store, site.id, sqlite_store)
+
+
+def test_crafted_sessions_counted_across_days(loaded) -> None:  # type: ignore[no-untyped-def]
+    site, _, store = loaded
+    # The night session's entry is on 2 March; on 3 March alone it has no entry page.
+    both_days = ReportQuery(site.id, "2026-03-02", "2026-03-03", limit=500)
+    second_day = ReportQuery(site.id, "2026-03-03", "2026-03-03", limit=500)
+    assert "/landing" in [row[0] for row in reports.entry_pages(store, site, both_days).rows]
+    assert "/landing" not in [row[0]
+                              for row in reports.entry_pages(store, site, second_day).rows]
+    # Its exit page is the page viewed after midnight.
+    sql = queries.exit_pages_clickhouse(both_days)
+    exits = dict((row[0], row[1]) for row in store.query(sql.text, sql.params))
+    assert exits.get("/blog/a", 0) >= 1
+    creatives = [row[1] for row in reports.ad_campaigns(store, site, both_days).rows
+                 if row[0] == "spring"]
+    assert "c-1" in creatives
+
+
+def test_dashboard_equal_to_sqlite(loaded) -> None:  # type: ignore[no-untyped-def]
+    site, sqlite_store, store = loaded
+    assert_dashboard_matches(store, sqlite_store, site)
+
+
+def test_filters_goal_and_hours_read_raw_events() -> None:
+    plain = ReportQuery("s", "2026-03-01", "2026-03-31")
+    filtered = ReportQuery("s", "2026-03-01", "2026-03-31", filters={"channel": "email"})
+    for name, build in AGGREGATE_QUERIES.items():
+        assert "FROM events" in build(filtered, "clickhouse").text, name
+        assert "FROM events" in build(plain, "sqlite").text, name
+    for sql in (queries.totals(plain, dialect="clickhouse", goal="purchase"),
+                queries.series(plain, "day", dialect="clickhouse", goal="purchase"),
+                queries.series(plain, "hour", dialect="clickhouse"),
+                queries.acquisition(plain, ("channel",), dialect="clickhouse", goal="purchase"),
+                queries.ad_conversions(plain, dialect="clickhouse", goal="purchase")):
+        assert "session_events" not in sql.text
+        assert "FROM events" in sql.text
+
+
+def test_erasure_removes_visitor_from_aggregates(clickhouse: ClickHouseServer,  # noqa: F811
+                                                 tmp_path: Path) -> None:
+    state = SqliteStore(tmp_path / "trackpixel.db")
+    site, _ = add_site(state.conn, "example.com", timezone=SITE_ZONE)
+    store = ClickHouseStore(f"clickhouse://127.0.0.1:{clickhouse.tcp_port}/session_erase")
+    for batch in all_batches(site.id):
+        store.write_batch(batch)
+    visitors_sql = "SELECT DISTINCT visitor_id FROM session_events WHERE session_id = 'rotate'"
+    assert {row[0] for row in store.query(visitors_sql, {})} == {ERASED, ROTATED}
+
+    request = rights.request_erasure(state.conn, rights.selector(site.id, "visitor", ERASED))
+    erased, _ = rights.carry_out(state.conn, request, events=store)
+
+    assert erased == 2
+    assert {row[0] for row in store.query(visitors_sql, {})} == {ROTATED}
+    # The rest of the session stays: its page view after midnight is still an exit page.
+    exits = reports.exit_pages(store, site, ReportQuery(site.id, "2026-03-31", "2026-03-31"))
+    assert "/blog/b" in [row[0] for row in exits.rows]
+    expected = sqlite_copy(tmp_path / "expected.db", site.id, "visitor_id = :erased",
+                           {"erased": ERASED})
+    assert_aggregates_match(store, site.id, expected)
+    assert_dashboard_matches(store, RawSqlite(expected), site)
+    for opened in (expected, state, store):
+        opened.close()
+
+
+def test_retention_deletes_aggregate_days(clickhouse: ClickHouseServer,  # noqa: F811
+                                          tmp_path: Path) -> None:
+    state = SqliteStore(tmp_path / "trackpixel.db")
+    site, _ = add_site(state.conn, "example.com", timezone=SITE_ZONE)
+    store = ClickHouseStore(f"clickhouse://127.0.0.1:{clickhouse.tcp_port}/session_retention")
+    for batch in all_batches(site.id):
+        store.write_batch(batch)
+    params = {"site_id": site.id, "day": "2026-03-03"}
+    store.delete_rows("events", "site_id = :site_id AND local_day < :day", params)
+    for table in ("events", "session_events", "page_events"):
+        left = store.query(f"SELECT COUNT(*) FROM {table} WHERE local_day < :day", params)
+        assert left == [(0,)], table
+    expected = sqlite_copy(tmp_path / "expected.db", site.id, "local_day < :day", params)
+    assert_aggregates_match(store, site.id, expected)
+    for opened in (expected, state, store):
+        opened.close()
+
+
+def test_previous_schema_migrated_and_back_filled(clickhouse: ClickHouseServer,  # noqa: F811
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  tmp_path: Path) -> None:
+    url = f"clickhouse://127.0.0.1:{clickhouse.tcp_port}/session_migrate"
+    previous = tuple(m for m in schema.MIGRATIONS if m.name != "0003_session_events")
+    monkeypatch.setattr(schema, "MIGRATIONS", previous)
+    store = ClickHouseStore(url)
+    state = SqliteStore(tmp_path / "trackpixel.db")
+    site, _ = add_site(state.conn, "example.com", timezone=SITE_ZONE)
+    batches = all_batches(site.id)
+    for batch in batches[:-1]:
+        store.write_batch(batch)
+    tables = "SELECT name FROM system.tables WHERE database = 'session_migrate'"
+    assert "session_events" not in {row[0] for row in store.execute(tables)}
+    monkeypatch.undo()
+
+    assert store.migrate() == ["0003_session_events"]
+    assert {"session_events", "page_events"} <= {row[0] for row in store.execute(tables)}
+    # Events written after the migration reach the tables through the views.
+    store.write_batch(batches[-1])
+    expected = sqlite_copy(tmp_path / "expected.db", site.id)
+    assert_aggregates_match(store, site.id, expected)
+    for opened in (expected, state, store):
+        opened.close()
+
+
+@pytest.mark.slow
+def test_two_shards_aggregate_per_shard(clickhouse_shards: list[ClickHouseServer],  # noqa: F811
+                                        tmp_path: Path) -> None:
+    first = clickhouse_shards[0]
+    url = (f"clickhouse://127.0.0.1:{first.tcp_port}/session_cluster"
+           "?cluster=trackpixel_cluster")
+    state = SqliteStore(tmp_path / "trackpixel.db")
+    site, _ = add_site(state.conn, "example.com", timezone=SITE_ZONE)
+    store = ClickHouseStore(url)
+    for batch in all_batches(site.id):
+        store.write_batch(batch)
+    for shard in clickhouse_shards:
+        rows = shard.client("session_cluster").execute(
+            "SELECT count() FROM session_events_local")[0][0]
+        assert rows > 0
+    expected = sqlite_copy(tmp_path / "expected.db", site.id)
+    assert_aggregates_match(store, site.id, expected)
+
+    store.delete_rows("events", "site_id = :site_id AND visitor_id IN (:person_0)",
+                      {"site_id": site.id, "person_0": ERASED})
+    without = sqlite_copy(tmp_path / "without.db", site.id, "visitor_id = :erased",
+                          {"erased": ERASED})
+    assert_aggregates_match(store, site.id, without)
+    for opened in (expected, without, state, store):
+        opened.close()
+
+
+def test_current_engine_aggregates_equal_sqlite(loaded) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("chdb.session", reason="chdb is not installed")
+    from test_clickhouse_chdb import ChdbStore, insert_json_rows
+
+    site, sqlite_store, _ = loaded
+    engine = ChdbStore()
+    try:
+        engine.run("CREATE DATABASE IF NOT EXISTS trackpixel")
+        names = {"db": "trackpixel", "events": "events", "rejected": "rejected_hits"}
+        for migration in schema.MIGRATIONS:
+            for statement in migration.local:
+                engine.run(statement.format(**names))
+        engine.run("USE trackpixel")
+        rows = sqlite_store.conn.execute(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events")
+        insert_json_rows(engine, "events", EVENT_COLUMNS, rows.fetchall())
+        counted = json.loads(engine.run("SELECT count() FROM session_events").bytes())
+        assert int(counted["data"][0][0]) > 0
+        assert_aggregates_match(engine, site.id, sqlite_store)
+    finally:
+        engine.close()
