@@ -309,6 +309,40 @@ def test_filters_goal_and_hours_read_raw_events() -> None:
         assert "FROM events" in sql.text
 
 
+FUNNEL = [reports.FunnelStep("page", "/pricing"), reports.FunnelStep("event", "signup_done"),
+          reports.FunnelStep("event", "purchase")]
+
+
+def test_funnel_rows_skip_visitors_without_step_one(loaded) -> None:  # type: ignore[no-untyped-def]
+    site, _, store = loaded
+    query = ReportQuery(site.id, "2026-03-01", "2026-04-01")
+    conditions = [(step.kind, step.value, step.prop, step.prop_value) for step in FUNNEL]
+    fast = queries.funnel_matches(query, conditions, 10_000, dialect="clickhouse")
+    raw = queries.funnel_matches(query, conditions, 10_000, dialect="sqlite")
+    fast_rows = store.query(fast.text, fast.params)
+    raw_rows = store.query(raw.text, raw.params)
+    starters = {row[0] for row in raw_rows if row[2] == 1}
+    assert len(fast_rows) < len(raw_rows)
+    assert sorted(fast_rows) == sorted(row for row in raw_rows if row[0] in starters)
+
+
+@pytest.mark.parametrize("max_rows", [reports.MAX_FUNNEL_ROWS, 40])
+def test_funnel_equal_to_sqlite(loaded, monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+                                max_rows: int) -> None:
+    site, sqlite_store, store = loaded
+    monkeypatch.setattr(reports, "MAX_FUNNEL_ROWS", max_rows)
+    # The raw SQLite events, since the SQLite rollups count a funnel without the row limit.
+    raw_sqlite = RawSqlite(sqlite_store)
+    for from_day, to_day in RANGES:
+        query = ReportQuery(site.id, from_day, to_day)
+        expected = reports.funnel_steps(raw_sqlite, site, query, steps=FUNNEL,
+                                        window_seconds=2 * 86_400)
+        actual = reports.funnel_steps(store, site, query, steps=FUNNEL,
+                                      window_seconds=2 * 86_400)
+        assert actual.title == expected.title
+        assert actual.rows == expected.rows, (from_day, to_day)
+
+
 def test_erasure_removes_visitor_from_aggregates(clickhouse: ClickHouseServer,  # noqa: F811
                                                  tmp_path: Path) -> None:
     state = SqliteStore(tmp_path / "trackpixel.db")
@@ -396,6 +430,9 @@ def test_two_shards_aggregate_per_shard(clickhouse_shards: list[ClickHouseServer
         assert rows > 0
     expected = sqlite_copy(tmp_path / "expected.db", site.id)
     assert_aggregates_match(store, site.id, expected)
+    query = ReportQuery(site.id, "2026-03-01", "2026-04-01")
+    funnel = reports.funnel_steps(store, site, query, steps=FUNNEL)
+    assert funnel.rows == reports.funnel_steps(expected, site, query, steps=FUNNEL).rows
 
     store.delete_rows("events", "site_id = :site_id AND visitor_id IN (:person_0)",
                       {"site_id": site.id, "person_0": ERASED})

@@ -718,6 +718,8 @@ def funnel_matches(query: ReportQuery, conditions: list[tuple[str, str, str | No
     Each condition is (kind, value, property, property value): kind ``event`` matches the
     event name, kind ``page`` a page view's path; the property pair is optional.
     """
+    if dialect == "clickhouse":
+        return funnel_matches_clickhouse(query, conditions, max_rows)
     where, params = dashboard_where(query, dialect=dialect)
     params["max_rows"] = max_rows
     tests = []
@@ -881,14 +883,26 @@ LIMIT :limit
 
 
 def top_pages_clickhouse(query: ReportQuery) -> Sql:
-    """``top_pages`` for an unfiltered query, from ``page_events``."""
+    """``top_pages`` for an unfiltered query, from ``page_events``.
+
+    The visitor sets, the costly part, are merged only for the paths that the page-view
+    order puts within the limit, found first from the counts alone. GLOBAL IN runs that
+    subquery once, where a sharded ``page_events`` rejects a plain IN.
+    """
     where, params = _session_where(query)
     params["limit"] = query.limit
     text = f"""
 SELECT page_path AS path_key, countMerge(view_count) AS page_views,
        uniqExactMerge(path_visitors) AS visitors, sumMerge(entry_count) AS entries
 FROM page_events
-WHERE {where}
+WHERE {where} AND page_path GLOBAL IN (
+    SELECT page_path
+    FROM page_events
+    WHERE {where}
+    GROUP BY page_path
+    ORDER BY countMerge(view_count) DESC, page_path
+    LIMIT :limit
+)
 GROUP BY page_path
 ORDER BY page_views DESC, path_key
 LIMIT :limit
@@ -916,9 +930,10 @@ WHERE started = 1
     return Sql(text, params)
 
 
-# The session's visitor as the raw queries take it: the least visitor id among the rows with
-# page views.
-_PAGE_VISITOR = "minIf(visitor_id, finalizeAggregation(page_view_count) > 0)"
+# The session's visitor as the raw queries take it, the least visitor id among the rows with
+# page views, as its 64-bit hash: the outer distinct count then hashes numbers, not strings,
+# as the raw queries' visitor counts on ClickHouse do (``dialect.translate``).
+_PAGE_VISITOR = "cityHash64(minIf(visitor_id, finalizeAggregation(page_view_count) > 0))"
 
 
 def entry_pages_clickhouse(query: ReportQuery) -> Sql:
@@ -973,9 +988,52 @@ def _per_session_clickhouse(query: ReportQuery,
     """``_per_session`` without filters or goal, from ``session_events``: the same columns."""
     where, params = _session_where(query)
     firsts = ", ".join(f"maxIfMerge(opening_{column}) AS first_{column}" for column in columns)
-    text = (f"(SELECT min(visitor_id) AS session_visitor, "
+    # The session's visitor is hashed for the outer distinct count, as in ``_PAGE_VISITOR``.
+    text = (f"(SELECT cityHash64(min(visitor_id)) AS session_visitor, "
             f"maxMerge(any_started) AS started, {firsts}, "
             f"countIfMerge(conversion_count) AS session_conversions, "
             f"sumIfMerge(conversion_sum) AS session_value "
             f"FROM session_events WHERE {where} GROUP BY session_key)")
     return text, params
+
+
+
+def funnel_matches_clickhouse(query: ReportQuery,
+                              conditions: list[tuple[str, str, str | None, str | None]],
+                              max_rows: int) -> Sql:
+    """``funnel_matches`` on ClickHouse, without the rows of visitors who never match step 1.
+
+    Such a visitor never starts the funnel, so leaving out their rows changes no count, and
+    far fewer rows reach Python. When ``max_rows`` or more events match, every visitor's rows
+    are returned, so the limit cuts off the rows that it cuts off in ``funnel_matches``.
+    """
+    where, params = dashboard_where(query, dialect="clickhouse")
+    params["max_rows"] = max_rows
+    tests = []
+    for index, (kind, value, prop, prop_value) in enumerate(conditions):
+        params[f"step_{index}"] = value
+        if kind == "event":
+            test = f"name = :step_{index}"
+        elif kind == "page":
+            test = f"kind = 'page_view' AND path = :step_{index}"
+        else:
+            raise ValueError(f"invalid funnel step kind {kind!r}: expected event or page")
+        if prop is not None:
+            params[f"step_key_{index}"] = property_key_param("clickhouse", prop)
+            params[f"step_prop_{index}"] = prop_value or ""
+            test += (f" AND {property_value('clickhouse', f'step_key_{index}')} "
+                     f"= :step_prop_{index}")
+        tests.append(f"({test})")
+    flags = ", ".join(f"CASE WHEN {test} THEN 1 ELSE 0 END AS m{index}"
+                      for index, test in enumerate(tests))
+    matching = f"{where} AND ({' OR '.join(tests)})"
+    text = f"""
+SELECT visitor_id, ts, {flags}
+FROM events
+WHERE {matching}
+  AND ((SELECT count() FROM events WHERE {matching}) >= :max_rows
+       OR visitor_key GLOBAL IN (SELECT visitor_key FROM events WHERE {where} AND {tests[0]}))
+ORDER BY visitor_id, ts
+LIMIT :max_rows
+"""
+    return Sql(text, params)
