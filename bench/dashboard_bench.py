@@ -204,6 +204,8 @@ def main() -> None:
                         help="Time only the rollups, not the raw SQL nor the filtered runs.")
     parser.add_argument("--filtered", action="store_true",
                         help="With --skip-raw, still time the filtered runs.")
+    parser.add_argument("--views", default="",
+                        help="Comma-separated views to time, e.g. funnel,events; default all.")
     args = parser.parse_args()
 
     end_day = date(2025, 3, 31)
@@ -225,7 +227,10 @@ def main() -> None:
           "| with 2 filters, raw (s) |")
     print("| --- | --- | --- | --- | --- | --- |")
     raw_store = RawReadStore(store)
+    chosen = {name for name in args.views.split(",") if name}
     for view, reports in views(query).items():
+        if chosen and view not in chosen:
+            continue
         view_total = raw_total = 0.0
         for label, runner, options in reports:
             first, warm = _time(runner, store, site, query, options, args.repeat)
