@@ -98,7 +98,7 @@ def store_tables(store: ClickHouseStore) -> list[str]:
 
 
 def bench_site(path: Path) -> Site:
-    """Return the benchmark site from a small SQLite file holding only it."""
+    """Return the benchmark site from a small SQLite file that contains only it."""
     conn = connect(path)
     migrate(conn)
     conn.execute(
@@ -149,7 +149,7 @@ def main() -> None:
                              "instead of starting one.")
     parser.add_argument("--repeat", type=int, default=3, help="Timed runs after the first.")
     parser.add_argument("--reload", action="store_true",
-                        help="Load the events even when the table already holds them.")
+                        help="Load the events even when the table already contains them.")
     parser.add_argument("--sqlite-db", type=Path, default=None,
                         help="A bench/dashboard_bench.py database of the same events whose "
                              "results every view must equal.")

@@ -1,7 +1,9 @@
 """ClickHouse reports read from ``session_events`` and ``page_events`` return what the raw
-events give, on ClickHouse and on SQLite: for sessions that cross midnight and the range's
-edges, after an erasure and a retention delete, after migrating a database of the previous
-schema, on two shards and on a current engine."""
+events give, on ClickHouse and on SQLite.
+
+The events include sessions across midnight and across a range's first and last day. The
+checks run after an erasure, after a retention delete, after migrating a database of the
+previous schema, on two shards and on a current engine."""
 
 from __future__ import annotations
 
@@ -50,7 +52,7 @@ def _mondays(from_day: str, to_day: str) -> list[str]:
     return weeks
 
 
-# Every query that ClickHouse answers from the aggregate tables when unfiltered, by name.
+# Every query that reads the aggregate tables on ClickHouse when unfiltered, by name.
 AGGREGATE_QUERIES: dict[str, Callable[[ReportQuery, str], Sql]] = {
     "totals": lambda q, d: queries.totals(q, dialect=d),
     "session_stats": lambda q, d: queries.session_stats(q, dialect=d),
@@ -89,7 +91,7 @@ def event(site_id: str, uid: str, moment: datetime, **values: Any) -> EventRow:
 
 
 def crafted_events(site_id: str) -> list[EventRow]:
-    """Sessions at the edges the aggregates must get right."""
+    """Return sessions at the edges that the aggregates must get right."""
     zone = ZoneInfo(SITE_ZONE)
 
     def at(day: str, hour: int, minute: int) -> datetime:
@@ -155,10 +157,10 @@ def all_batches(site_id: str) -> list[ProcessedBatch]:
 
 
 def normalized(name: str, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """Rows with floats rounded and a SQL NULL sum as 0, as the report runners treat them;
-    ad conversions sorted, since that query has no ORDER BY; series buckets without events
-    left out, since the runner lists every bucket and ClickHouse returns one row for a
-    constant bucket of an empty range."""
+    """Return ``rows`` with floats rounded and a NULL sum as 0, as the report runners treat
+    them. Ad conversions are sorted, since that query has no ORDER BY. Series buckets without
+    events are left out, since the runner lists every bucket, and ClickHouse returns a row for
+    a constant bucket of an empty range."""
     result = [tuple(0 if value is None else round(value, 6) if isinstance(value, float)
                     else value for value in row) for row in rows]
     if name.startswith("series_"):
@@ -185,7 +187,7 @@ def assert_aggregates_match(store: Any, site_id: str, expected: Any = None) -> N
 
 
 def dashboard_tables(store: Any, site: Site, query: ReportQuery) -> dict[str, Any]:
-    """The tables of the runners that read the aggregate tables when unfiltered."""
+    """Return the tables of the runners that read the aggregate tables when unfiltered."""
     tables = {
         "overview": reports.dashboard_overview(store, site, query),
         "overview_goal": reports.dashboard_overview(store, site, query, goal="purchase"),
@@ -257,7 +259,7 @@ def loaded(clickhouse: ClickHouseServer,  # noqa: F811
     store.close()
 
 
-def test_aggregate_tables_list_the_report_columns() -> None:
+def test_aggregate_columns_match_reports() -> None:
     assert schema.SESSION_ACQUISITION_COLUMNS == queries.ACQUISITION_COLUMNS
     assert tuple(queries.BREAKDOWN_COLUMNS.values()) == schema.SESSION_DIMENSIONS
 
@@ -294,7 +296,7 @@ def test_dashboard_equal_to_sqlite(loaded) -> None:  # type: ignore[no-untyped-d
     assert_dashboard_matches(store, sqlite_store, site)
 
 
-def test_filters_goal_and_hours_read_raw_events() -> None:
+def test_filters_goal_hours_read_events() -> None:
     plain = ReportQuery("s", "2026-03-01", "2026-03-31")
     filtered = ReportQuery("s", "2026-03-01", "2026-03-31", filters={"channel": "email"})
     for name, build in AGGREGATE_QUERIES.items():
@@ -313,7 +315,7 @@ FUNNEL = [reports.FunnelStep("page", "/pricing"), reports.FunnelStep("event", "s
           reports.FunnelStep("event", "purchase")]
 
 
-def test_funnel_rows_skip_visitors_without_step_one(loaded) -> None:  # type: ignore[no-untyped-def]
+def test_funnel_skips_visitors_without_start(loaded) -> None:  # type: ignore[no-untyped-def]
     site, _, store = loaded
     query = ReportQuery(site.id, "2026-03-01", "2026-04-01")
     conditions = [(step.kind, step.value, step.prop, step.prop_value) for step in FUNNEL]
@@ -387,9 +389,8 @@ def test_retention_deletes_aggregate_days(clickhouse: ClickHouseServer,  # noqa:
         opened.close()
 
 
-def test_previous_schema_migrated_and_back_filled(clickhouse: ClickHouseServer,  # noqa: F811
-                                                  monkeypatch: pytest.MonkeyPatch,
-                                                  tmp_path: Path) -> None:
+def test_previous_schema_back_filled(clickhouse: ClickHouseServer,  # noqa: F811
+                                     monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     url = f"clickhouse://127.0.0.1:{clickhouse.tcp_port}/session_migrate"
     previous = tuple(m for m in schema.MIGRATIONS if m.name != "0003_session_events")
     monkeypatch.setattr(schema, "MIGRATIONS", previous)

@@ -801,9 +801,9 @@ ORDER BY machine_opens DESC, campaign_key
 
 # ClickHouse reports over ``session_events`` and ``page_events``.
 #
-# ``session_events`` holds, per site, local day, session, visitor and breakdown dimension
-# values, the aggregate states of those events, people only; ``page_events`` holds page-view
-# counts and visitor sets per site, local day and path (trackpixel.storage.clickhouse_schema).
+# ``session_events`` contains the aggregate states of people's events per site, local day,
+# session, visitor and breakdown values. ``page_events`` contains page-view counts and visitor
+# sets per site, local day and path (trackpixel.storage.clickhouse_schema).
 # Merging the states of the range's days per session gives the figures that grouping the
 # range's events by session gives, and distinct counts over the rows equal those over the
 # events, so these queries return the rows of the raw queries above while reading about one
@@ -822,7 +822,7 @@ def _session_where(query: ReportQuery) -> tuple[str, dict[str, Any]]:
 
 
 def totals_clickhouse(query: ReportQuery) -> Sql:
-    """``totals`` for a query without filters or goal, from ``session_events``."""
+    """Return the SQL of ``totals`` without filters or goal, from ``session_events``."""
     where, params = _session_where(query)
     text = f"""
 SELECT
@@ -839,7 +839,7 @@ WHERE {where}
 
 
 def series_clickhouse(query: ReportQuery, unit: str, mondays: list[str] | None) -> Sql:
-    """``series`` by day or week for a query without filters or goal, from
+    """Return the SQL of ``series`` by day or week without filters or goal, from
     ``session_events``."""
     where, params = _session_where(query)
     if unit == "day":
@@ -865,7 +865,8 @@ ORDER BY day, hour
 
 
 def breakdown_clickhouse(query: ReportQuery, column: str) -> Sql:
-    """``breakdown`` by ``column`` for an unfiltered query, from ``session_events``."""
+    """Return the SQL of ``breakdown`` by ``column`` without filters, from
+    ``session_events``."""
     where, params = _session_where(query)
     params["limit"] = query.limit
     text = f"""
@@ -883,7 +884,7 @@ LIMIT :limit
 
 
 def top_pages_clickhouse(query: ReportQuery) -> Sql:
-    """``top_pages`` for an unfiltered query, from ``page_events``.
+    """Return the SQL of ``top_pages`` without filters, from ``page_events``.
 
     The visitor sets, the costly part, are merged only for the paths that the page-view
     order puts within the limit, found first from the counts alone. GLOBAL IN runs that
@@ -911,7 +912,7 @@ LIMIT :limit
 
 
 def session_stats_clickhouse(query: ReportQuery) -> Sql:
-    """``session_stats`` for an unfiltered query, from ``session_events``."""
+    """Return the SQL of ``session_stats`` without filters, from ``session_events``."""
     where, params = _session_where(query)
     text = f"""
 SELECT
@@ -930,14 +931,14 @@ WHERE started = 1
     return Sql(text, params)
 
 
-# The session's visitor as the raw queries take it, the least visitor id among the rows with
-# page views, as its 64-bit hash: the outer distinct count then hashes numbers, not strings,
-# as the raw queries' visitor counts on ClickHouse do (``dialect.translate``).
+# The session's visitor as the raw queries take it: the least visitor id among the rows with
+# page views. It is hashed to 64 bits, so the outer distinct count hashes numbers, as the
+# raw queries' visitor counts on ClickHouse do (``dialect.translate``).
 _PAGE_VISITOR = "cityHash64(minIf(visitor_id, finalizeAggregation(page_view_count) > 0))"
 
 
 def entry_pages_clickhouse(query: ReportQuery) -> Sql:
-    """``entry_pages`` for an unfiltered query, from ``session_events``."""
+    """Return the SQL of ``entry_pages`` without filters, from ``session_events``."""
     where, params = _session_where(query)
     params["limit"] = query.limit
     text = f"""
@@ -961,7 +962,7 @@ LIMIT :limit
 
 
 def exit_pages_clickhouse(query: ReportQuery) -> Sql:
-    """``exit_pages`` for an unfiltered query, from ``session_events``."""
+    """Return the SQL of ``exit_pages`` without filters, from ``session_events``."""
     where, params = _session_where(query)
     params["limit"] = query.limit
     text = f"""
@@ -985,7 +986,8 @@ LIMIT :limit
 
 def _per_session_clickhouse(query: ReportQuery,
                             columns: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
-    """``_per_session`` without filters or goal, from ``session_events``: the same columns."""
+    """Return the subquery of ``_per_session``, with the same columns, without filters or
+    goal, from ``session_events``."""
     where, params = _session_where(query)
     firsts = ", ".join(f"maxIfMerge(opening_{column}) AS first_{column}" for column in columns)
     # The session's visitor is hashed for the outer distinct count, as in ``_PAGE_VISITOR``.
@@ -1001,7 +1003,8 @@ def _per_session_clickhouse(query: ReportQuery,
 def funnel_matches_clickhouse(query: ReportQuery,
                               conditions: list[tuple[str, str, str | None, str | None]],
                               max_rows: int) -> Sql:
-    """``funnel_matches`` on ClickHouse, without the rows of visitors who never match step 1.
+    """Return the SQL of ``funnel_matches`` on ClickHouse, without the rows of visitors who
+    never match step 1.
 
     Such a visitor never starts the funnel, so leaving out their rows changes no count, and
     far fewer rows reach Python. When ``max_rows`` or more events match, every visitor's rows

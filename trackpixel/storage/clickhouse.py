@@ -1,7 +1,8 @@
 """The ClickHouse event store: events and rejected hits on one server or a sharded cluster.
 
 Sites, salts, spool cursors and sessions stay in the local SQLite ``trackpixel.db``; this store
-holds only ``events`` and ``rejected_hits``. The processor inserts a batch here first and then
+holds only ``events`` and ``rejected_hits``, and the aggregates of ``events`` that
+``clickhouse_schema`` describes. The processor inserts a batch here first and then
 advances its SQLite cursor, so a crash between the two replays the batch. ``write_batch``
 makes that replay harmless: after a failure, and for the first batches of each spool in a new
 process, it queries ClickHouse for the batch's ids that are already stored and skips them. The
@@ -346,9 +347,10 @@ class ClickHouseStore:
         """Delete the rows of ``events`` or ``rejected_hits`` matching ``where`` (``:name``
         placeholders) on every server of the store, and wait until the deletion is applied.
 
-        Deleting events also updates ``session_events``: when ``where`` names only
-        ``site_id`` and ``local_day`` its rows of the same days go, otherwise the rows of every
-        session that had a deleted event are aggregated again from the events that remain.
+        Deleting events also updates ``session_events`` and ``page_events``. When ``where``
+        names only ``site_id`` and ``local_day``, their rows of the same days are deleted.
+        Otherwise the rows of every session, and of every path and day, that had a deleted
+        event are deleted and aggregated again from the events that remain.
         ClickHouse deletes through a mutation, which rewrites the affected parts in the
         background; waiting for it means the data is gone from disk when this returns."""
         if table not in ("events", "rejected_hits"):

@@ -9,10 +9,10 @@ cluster, every shard gets ``events_local`` and ``rejected_hits_local``, and ever
 Sorting keys end with the row's unique id, so two copies of one event share the whole key and
 a merge (or a query with ``FINAL``) keeps one of them.
 
-``session_events`` (``session_events_local`` on each shard of a cluster, with a Distributed
-``session_events`` over them) holds one row of aggregate states per site, local day and
-session, filled by the materialized view ``session_events_mv`` from every insert into
-``events``. The session reports read it instead of grouping the range's events by session.
+``session_events`` and ``page_events`` (``session_events_local`` and ``page_events_local`` on
+each shard of a cluster, with Distributed tables of the short names over them) contain
+aggregate states per session and day, and per path and day. Materialized views fill them from
+every insert into ``events``, and unfiltered reports read them instead of the events.
 """
 
 from __future__ import annotations
@@ -101,15 +101,14 @@ PARTITION BY toYYYYMM(toDate(toDateTime(intDiv(received_ts, 1000))))
 ORDER BY (reason, received_ts, hit_uid)"""
 
 
-# Per-session aggregates for the reports. One ``session_events`` row holds the aggregate
-# states of the events of one session, local day, visitor and breakdown dimension values
-# (``<dimension>_value``),
-# people only (no bots, no machine email opens). A session report merges the states of every
-# day of its range per session, so it gets the figures that grouping the range's events by
-# session gives; totals, day series and breakdowns count distinct visitors and sessions over
-# the rows. The condition of each -If state is the WHERE clause of the report query that
-# needs it. The acquisition columns of trackpixel.reports.queries are kept as
-# ``opening_<column>``. Sorting-key columns cannot be Nullable, so NULL dimensions are ''.
+# One ``session_events`` row contains the aggregate states of the people's events (no bots,
+# no machine email opens) of one session, local day, visitor and set of breakdown values
+# (``<dimension>_value``). A session report merges the states of its range's days per
+# session, which gives the figures of grouping the range's events by session. Totals, day
+# series and breakdowns count distinct visitors and sessions over the rows. Each -If state
+# has the condition of the report query that reads it, and ``opening_<column>`` keeps an
+# acquisition column of trackpixel.reports.queries. Sorting-key columns cannot be Nullable,
+# so a NULL dimension is stored as ''.
 SESSION_ACQUISITION_COLUMNS = ("channel", "referrer_host", "utm_source", "utm_medium",
                                "utm_campaign", "utm_term", "utm_content", "campaign",
                                "creative", "placement")
