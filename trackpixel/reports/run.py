@@ -369,8 +369,9 @@ def event_properties(store: EventStore, site: Site, query: ReportQuery, *,
                      event: str | None = None) -> Table:
     """Custom-event properties: each name, property and value with its events and visitors.
 
-    Properties are counted in Python over at most ``MAX_PROPERTY_ROWS`` events; the title says
-    when that bound cut the count short.
+    Unfiltered SQLite queries read every event's counts from the rollups. Otherwise properties
+    are counted in Python over at most ``MAX_PROPERTY_ROWS`` events, and the title says when
+    that bound cut the count short.
     """
     columns = ["name", "property", "value", "events", "visitors"]
     conn = _rollups(store, query)
