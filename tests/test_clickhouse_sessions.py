@@ -462,5 +462,13 @@ def test_current_engine_aggregates_equal_sqlite(loaded) -> None:  # type: ignore
         counted = json.loads(engine.run("SELECT count() FROM session_events").bytes())
         assert int(counted["data"][0][0]) > 0
         assert_aggregates_match(engine, site.id, sqlite_store)
+        query = ReportQuery(site.id, "2026-03-01", "2026-04-01")
+        conditions = [(step.kind, step.value, step.prop, step.prop_value) for step in FUNNEL]
+        fast = queries.funnel_matches(query, conditions, 10_000, dialect="clickhouse")
+        raw = queries.funnel_matches(query, conditions, 10_000, dialect="sqlite")
+        raw_rows = sqlite_store.query(raw.text, raw.params)
+        starters = {row[0] for row in raw_rows if row[2] == 1}
+        assert sorted(engine.query(fast.text, fast.params)) == sorted(
+            tuple(row) for row in raw_rows if row[0] in starters)
     finally:
         engine.close()
