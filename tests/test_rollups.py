@@ -337,3 +337,21 @@ def test_rollup_parts_wait_for_rebuild(store: SqliteStore) -> None:
     assert rollups.part_ready(store.conn, "steps")
     assert store.conn.execute("SELECT COUNT(*) FROM rollup_steps").fetchone()[0] > 0
     assert_same_as_raw(store, "s_berlin", *RANGES[0])
+
+
+def test_visitor_lookups_use_visitor_index(store: SqliteStore) -> None:
+    """Every read of a visitor's sessions seeks the visitor index. Without ANALYZE, SQLite
+    otherwise scans the site's whole primary-key range for each visitor, and each batch
+    gets slower as sessions accumulate."""
+    statements: set[str] = set()
+    store.conn.set_trace_callback(statements.add)
+    store_events(store, generate()[:3000])
+    store.conn.set_trace_callback(None)
+    by_visitor = {text for text in statements
+                  if "FROM rollup_sessions" in text and "visitor = " in text}
+    assert by_visitor
+    for text in by_visitor:
+        # The traced text has its parameters bound; re-plan it as it ran.
+        plan = " ".join(str(row[-1]) for row in
+                        store.conn.execute(f"EXPLAIN QUERY PLAN {text}").fetchall())
+        assert "rollup_sessions_visitor" in plan, (text, plan)

@@ -422,6 +422,11 @@ class _GroupDelta:
             current[index] += sign * amount
 
 
+# Without ANALYZE statistics, SQLite plans a lookup by site and visitor as a scan of the
+# site's primary-key range, which reads every session of the site for each visitor.
+BY_VISITOR = "INDEXED BY rollup_sessions_visitor"
+
+
 def _load_session(conn: sqlite3.Connection, site_id: str,
                   session_id: str) -> tuple[int | None, dict[str, list[Any]]]:
     row = conn.execute("SELECT visitor, days FROM rollup_sessions WHERE site_id = ? AND "
@@ -485,8 +490,8 @@ def _resolve_removals(conn: sqlite3.Connection, site_id: str,
     """
     for visitor, keys in candidates.items():
         still: set[tuple[str, ...]] = set()
-        for (raw_days,) in conn.execute("SELECT days FROM rollup_sessions WHERE site_id = ? "
-                                        "AND visitor = ?", (site_id, visitor)):
+        for (raw_days,) in conn.execute(f"SELECT days FROM rollup_sessions {BY_VISITOR} "
+                                        "WHERE site_id = ? AND visitor = ?", (site_id, visitor)):
             still.update((site_id, *item.key) for item in contributions(orjson.loads(raw_days))
                          if item.counts_visitor)
         for key in keys - still:
@@ -725,7 +730,8 @@ def erase_visitors(conn: sqlite3.Connection, site_id: str, visitor_ids: Sequence
     erased_sessions = []
     for visitor in erased:
         for session_id, raw_days in conn.execute(
-                "SELECT session_id, days FROM rollup_sessions WHERE site_id = ? AND visitor = ?",
+                f"SELECT session_id, days FROM rollup_sessions {BY_VISITOR} "
+                "WHERE site_id = ? AND visitor = ?",
                 (site_id, visitor)).fetchall():
             for item in contributions(orjson.loads(raw_days)):
                 delta.change(site_id, item, -1)
