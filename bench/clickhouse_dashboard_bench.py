@@ -12,7 +12,8 @@ Unless ``--url`` names a running server, Debian's ``clickhouse-server`` is start
 ``--workdir``, and stopped at the end. The data stays there: a later run with the same
 ``--workdir`` finds the events already stored and skips loading. ``--sqlite-db`` names a
 database made by bench/dashboard_bench.py with the same events; every view's rows are then
-compared with what that database returns.
+compared with what that database returns. ``--chdb`` then copies the events into chdb, the
+current ClickHouse engine run in-process, and times every view there too.
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import statistics
 import sys
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
@@ -40,6 +44,7 @@ from dashboard_bench import SITE_ID, ZONE, ReadStore, generate_rows, views  # no
 from trackpixel.reports.queries import ReportQuery  # noqa: E402
 from trackpixel.sites import Site, get_site  # noqa: E402
 from trackpixel.storage.clickhouse import ClickHouseStore  # noqa: E402
+from trackpixel.storage.clickhouse_schema import MIGRATIONS  # noqa: E402
 from trackpixel.storage.records import EVENT_COLUMNS  # noqa: E402
 from trackpixel.storage.sqlite import connect, migrate  # noqa: E402
 
@@ -53,7 +58,7 @@ class TimedStore:
 
     dialect = "clickhouse"
 
-    def __init__(self, store: ClickHouseStore) -> None:
+    def __init__(self, store: Any) -> None:
         self.store = store
         self.timings: list[tuple[float, str]] = []
 
@@ -155,7 +160,12 @@ def main() -> None:
                              "results every view must equal.")
     parser.add_argument("--queries", action="store_true",
                         help="Also print the slowest query of each report.")
+    parser.add_argument("--chdb", action="store_true",
+                        help="Also copy the events into chdb and time every view there.")
     args = parser.parse_args()
+    if args.chdb and args.url:
+        sys.exit("Error: --chdb copies from the server started here, so it cannot be used "
+                 "with --url")
 
     server = None
     url = args.url
@@ -170,35 +180,16 @@ def main() -> None:
         url = server.url
     try:
         run_bench(args, url)
+        if args.chdb:
+            run_chdb(args, f"http://127.0.0.1:{args.port + 1}/")
     finally:
         if server is not None:
             server.stop()
 
 
-def run_bench(args: argparse.Namespace, url: str) -> None:
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    store = ClickHouseStore(url)
-    print(f"schema ready in {time.perf_counter() - started:.1f} s", file=sys.stderr)
-    stored = store.execute("SELECT count() FROM events WHERE site_id = %(site)s",
-                           {"site": SITE_ID})[0][0]
-    if args.reload or stored != args.events:
-        print(f"loading {args.events} events ({stored} stored)", file=sys.stderr)
-        load_events(store, args.events, args.days)
-    site = bench_site(args.workdir / "sites.db")
-    timed = TimedStore(store)
-    expected_store = ReadStore(args.sqlite_db) if args.sqlite_db else None
-    from_day = (END_DAY - timedelta(days=args.range_days - 1)).isoformat()
-    query = ReportQuery(SITE_ID, from_day, END_DAY.isoformat(), limit=50)
-    version = store.execute("SELECT version()")[0][0]
-    stored = store.execute("SELECT count() FROM events WHERE site_id = %(site)s",
-                           {"site": SITE_ID})[0][0]
-
-    print(f"ClickHouse {version}, {os.cpu_count()} CPUs ({platform.machine()}), "
-          f"{stored} events, range {query.from_day} to {query.to_day}")
-    for table, rows, size in disk_use(store):
-        print(f"- {table}: {rows} rows, {size / 1e6:.0f} MB on disk")
-    print()
+def print_views(timed: TimedStore, expected_store: ReadStore | None, site: Site,
+                query: ReportQuery, args: argparse.Namespace) -> None:
+    """Time every report of every view and print them as a Markdown table."""
     compare = " equal to SQLite |" if expected_store else ""
     print(f"| view | report | first run (s) | median (s) | slowest query (s) |{compare}")
     print("| --- | --- | --- | --- | --- |" + (" --- |" if expected_store else ""))
@@ -224,7 +215,71 @@ def run_bench(args: argparse.Namespace, url: str) -> None:
         print()
         for seconds, where, text in sorted(slow_queries, reverse=True):
             print(f"- {seconds:.3f} s, {where}: `{text[:400]}`")
+
+
+def run_bench(args: argparse.Namespace, url: str) -> None:
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    store = ClickHouseStore(url)
+    print(f"schema ready in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    stored = store.execute("SELECT count() FROM events WHERE site_id = %(site)s",
+                           {"site": SITE_ID})[0][0]
+    if args.reload or stored != args.events:
+        print(f"loading {args.events} events ({stored} stored)", file=sys.stderr)
+        load_events(store, args.events, args.days)
+    site = bench_site(args.workdir / "sites.db")
+    expected_store = ReadStore(args.sqlite_db) if args.sqlite_db else None
+    from_day = (END_DAY - timedelta(days=args.range_days - 1)).isoformat()
+    query = ReportQuery(SITE_ID, from_day, END_DAY.isoformat(), limit=50)
+    version = store.execute("SELECT version()")[0][0]
+    stored = store.execute("SELECT count() FROM events WHERE site_id = %(site)s",
+                           {"site": SITE_ID})[0][0]
+
+    print(f"ClickHouse {version}, {os.cpu_count()} CPUs ({platform.machine()}), "
+          f"{stored} events, range {query.from_day} to {query.to_day}")
+    for table, rows, size in disk_use(store):
+        print(f"- {table}: {rows} rows, {size / 1e6:.0f} MB on disk")
+    print()
+    print_views(TimedStore(store), expected_store, site, query, args)
     store.close()
+
+
+def run_chdb(args: argparse.Namespace, http_url: str) -> None:
+    """Copy the server's events into an in-process chdb session and time every view there."""
+    import chdb
+    from test_clickhouse_chdb import ChdbStore
+
+    engine = ChdbStore()
+    engine.run("CREATE DATABASE IF NOT EXISTS trackpixel")
+    names = {"db": "trackpixel", "events": "events", "rejected": "rejected_hits"}
+    for migration in MIGRATIONS:
+        for statement in migration.local:
+            engine.run(statement.format(**names))
+    engine.run("USE trackpixel")
+    started = time.perf_counter()
+    # The old server's native protocol rejects a current client's settings, so the rows go
+    # through its HTTP interface as tab-separated text.
+    columns = ", ".join(EVENT_COLUMNS)
+    for table, selected in (("events", columns), ("rejected_hits", "*")):
+        target = args.workdir / f"chdb-{table}.tsv"
+        select = f"SELECT {selected} FROM trackpixel.{table} FORMAT TabSeparated"
+        with urllib.request.urlopen(http_url + "?" + urllib.parse.urlencode(
+                {"query": select})) as response, target.open("wb") as out:
+            shutil.copyfileobj(response, out)
+        into = f"trackpixel.events ({columns})" if table == "events" else f"trackpixel.{table}"
+        engine.run(f"INSERT INTO {into} FROM INFILE '{target}' FORMAT TabSeparated")
+        target.unlink()
+    for table in ("events", "session_events", "page_events"):
+        engine.run(f"OPTIMIZE TABLE trackpixel.{table} FINAL")
+    version = engine.query("SELECT version()", {})[0][0]
+    print(f"\nchdb {chdb.__version__}, ClickHouse engine {version}: events copied in "
+          f"{time.perf_counter() - started:.0f} s\n")
+    site = bench_site(args.workdir / "sites.db")
+    from_day = (END_DAY - timedelta(days=args.range_days - 1)).isoformat()
+    query = ReportQuery(SITE_ID, from_day, END_DAY.isoformat(), limit=50)
+    expected_store = ReadStore(args.sqlite_db) if args.sqlite_db else None
+    print_views(TimedStore(engine), expected_store, site, query, args)
+    engine.close()
 
 
 if __name__ == "__main__":
