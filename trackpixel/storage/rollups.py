@@ -423,7 +423,8 @@ class _GroupDelta:
 
 
 # Without ANALYZE statistics, SQLite plans a lookup by site and visitor as a scan of the
-# site's primary-key range, which reads every session of the site for each visitor.
+# site's primary-key range, which reads every session of the site for each visitor. The
+# index ends on the last day, so a lookup of recent sessions skips a long history.
 BY_VISITOR = "INDEXED BY rollup_sessions_visitor"
 
 
@@ -490,8 +491,14 @@ def _resolve_removals(conn: sqlite3.Connection, site_id: str,
     """
     for visitor, keys in candidates.items():
         still: set[tuple[str, ...]] = set()
-        for (raw_days,) in conn.execute(f"SELECT days FROM rollup_sessions {BY_VISITOR} "
-                                        "WHERE site_id = ? AND visitor = ?", (site_id, visitor)):
+        # A session counts in a group keyed by first day F and last day L only if its own
+        # days cover F..L, so the visitor's sessions outside the keys' days are not read.
+        latest_first = max(key[2] for key in keys)
+        earliest_last = min(key[3] for key in keys)
+        for (raw_days,) in conn.execute(
+                f"SELECT days FROM rollup_sessions {BY_VISITOR} WHERE site_id = ? "
+                "AND visitor = ? AND last_day >= ? AND first_day <= ?",
+                (site_id, visitor, earliest_last, latest_first)):
             still.update((site_id, *item.key) for item in contributions(orjson.loads(raw_days))
                          if item.counts_visitor)
         for key in keys - still:

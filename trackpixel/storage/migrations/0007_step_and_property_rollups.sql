@@ -1,5 +1,9 @@
 -- Funnel step times and custom-event property counts in the report rollups.
 
+-- A visitor's sessions are looked up by visitor and recent last day.
+DROP INDEX rollup_sessions_visitor;
+CREATE INDEX rollup_sessions_visitor ON rollup_sessions (site_id, visitor, last_day);
+
 -- The visitor and time of each person's event that a funnel step can name, per step key
 -- ('n' + separator + event name for events other than page views, 'p' + separator + path for
 -- page views) and local day. A day's events are split into chunks of bounded size, so
