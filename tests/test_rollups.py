@@ -294,6 +294,20 @@ def test_rollups_keep_days_after_retention(store: SqliteStore) -> None:
             assert after[name] == before[name], name
     assert store.conn.execute("SELECT COUNT(*) FROM rollup_steps WHERE site_id = 's_berlin' "
                               "AND local_day < '2025-03-30'").fetchone()[0] == 0
+    assert store.conn.execute("SELECT COUNT(*) FROM rollup_sessions WHERE site_id = 's_berlin' "
+                              "AND last_day < '2025-03-30'").fetchone()[0] == 0
+    # No visitor, session or recipient id outlives the events and sessions that name it.
+    orphans = store.conn.execute(
+        "SELECT kind, key FROM rollup_ids AS i WHERE site_id = 's_berlin' AND CASE kind "
+        "WHEN 'v' THEN NOT EXISTS (SELECT 1 FROM events WHERE site_id = i.site_id "
+        "AND visitor_id = i.key) "
+        "WHEN 's' THEN NOT EXISTS (SELECT 1 FROM rollup_sessions WHERE site_id = i.site_id "
+        "AND session_id = i.key) "
+        "ELSE NOT EXISTS (SELECT 1 FROM events WHERE site_id = i.site_id "
+        "AND recipient = i.key) END").fetchall()
+    assert orphans == []
+    assert store.conn.execute("SELECT COUNT(*) FROM rollup_ids WHERE site_id = 's_berlin' "
+                              "AND kind = 'v'").fetchone()[0] > 0
     # A range whose comparison period still has raw events keeps matching the raw path.
     assert_same_as_raw(store, "s_berlin", "2025-04-02", "2025-04-04")
 

@@ -15,6 +15,7 @@ from datetime import datetime
 
 from trackpixel import rights
 from trackpixel.sites import list_sites
+from trackpixel.storage import rollups
 from trackpixel.storage.records import EventStore
 
 log = logging.getLogger("trackpixel.processor")
@@ -76,12 +77,16 @@ class Maintenance:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 self.conn.execute(_ROLLUP_SQL, {"site_id": site.id, "day": first_kept_day})
-                events += self.conn.execute(
+                had_recipients = self.conn.execute(
+                    "SELECT EXISTS (SELECT 1 FROM events WHERE site_id = ? AND local_day < ? "
+                    "AND recipient IS NOT NULL)", (site.id, first_kept_day)).fetchone()[0]
+                expired = self.conn.execute(
                     "DELETE FROM events WHERE site_id = ? AND local_day < ?",
                     (site.id, first_kept_day)).rowcount
-                # Funnel step times are per-visitor event data and expire with the events.
-                self.conn.execute("DELETE FROM rollup_steps WHERE site_id = ? AND local_day < ?",
-                                  (site.id, first_kept_day))
+                if expired:
+                    rollups.expire(self.conn, site.id, first_kept_day,
+                                   recipients=bool(had_recipients))
+                events += expired
                 rejected += self.conn.execute(
                     "DELETE FROM rejected_hits WHERE site_id = ? AND received_ts < ?",
                     (site.id, rejected_cutoff)).rowcount

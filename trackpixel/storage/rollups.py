@@ -230,21 +230,26 @@ def _day_facts(event: EventLike, visitor: int, session: int, recipient: int | No
                   (1, 0, 0, 0, 0.0, 0.0, 0), recipient)
 
 
-def property_values(name: str, props: str) -> list[str]:
-    """Return the ``property`` dimension values of a custom event: one JSON array of event
-    name, property name and value text per property, the value as the raw report shows it
-    (strings as they are, other JSON values written as JSON)."""
+def property_items(props: str) -> list[tuple[str, str]]:
+    """Return the (property name, value text) pairs of a property JSON object, in its order:
+    a string value as it is, any other value as its JSON text. Text that does not parse, or is
+    not an object, has no pairs.
+
+    The SQLite rollups, the raw report and the ClickHouse property arrays all use this."""
     try:
         parsed = orjson.loads(props)
     except orjson.JSONDecodeError:
         return []
     if not isinstance(parsed, dict):
         return []
-    found = []
-    for key, value in parsed.items():
-        text = value if isinstance(value, str) else orjson.dumps(value).decode()
-        found.append(orjson.dumps([name, str(key), text]).decode())
-    return found
+    return [(str(key), value if isinstance(value, str) else orjson.dumps(value).decode())
+            for key, value in parsed.items()]
+
+
+def property_values(name: str, props: str) -> list[str]:
+    """Return the ``property`` dimension values of a custom event: one JSON array of event
+    name, property name and value text per property (``property_items``)."""
+    return [orjson.dumps([name, key, text]).decode() for key, text in property_items(props)]
 
 
 def _flush_days(conn: sqlite3.Connection, delta: _DayDelta) -> None:
@@ -718,6 +723,35 @@ def rebuild_site(conn: sqlite3.Connection, site_id: str, progress: Any = None,
         conn.execute("ROLLBACK")
         raise
     return done
+
+
+def expire(conn: sqlite3.Connection, site_id: str, first_kept_day: str, *,
+           recipients: bool = True) -> None:
+    """Delete the per-visitor parts of a site's rollups before ``first_kept_day``; call after
+    retention has deleted the raw events of those days, in the same transaction.
+
+    Funnel step times and session states of expired days go, and so do the id mappings of
+    visitors, sessions and recipients that no stored event or session refers to any more.
+    The day counts and the session groups stay, with visitor sets of bare integers. A
+    visitor who returns after their mapping went gets a new integer, so a range that spans
+    the expired days and later ones may count them twice. ``recipients=False`` skips the
+    recipient mappings, whose check reads every event of the site, when no expired event had
+    a recipient.
+    """
+    conn.execute("DELETE FROM rollup_steps WHERE site_id = ? AND local_day < ?",
+                 (site_id, first_kept_day))
+    conn.execute("DELETE FROM rollup_sessions WHERE site_id = ? AND last_day < ?",
+                 (site_id, first_kept_day))
+    conn.execute("DELETE FROM rollup_ids WHERE site_id = ? AND kind = 's' AND NOT EXISTS "
+                 "(SELECT 1 FROM rollup_sessions AS s WHERE s.site_id = rollup_ids.site_id "
+                 "AND s.session_id = rollup_ids.key)", (site_id,))
+    conn.execute("DELETE FROM rollup_ids WHERE site_id = ? AND kind = 'v' AND NOT EXISTS "
+                 "(SELECT 1 FROM events AS e WHERE e.site_id = rollup_ids.site_id "
+                 "AND e.visitor_id = rollup_ids.key)", (site_id,))
+    if recipients:
+        conn.execute("DELETE FROM rollup_ids WHERE site_id = ? AND kind = 'r' AND key NOT IN "
+                     "(SELECT recipient FROM events WHERE site_id = ? "
+                     "AND recipient IS NOT NULL)", (site_id, site_id))
 
 
 def erase_visitors(conn: sqlite3.Connection, site_id: str, visitor_ids: Sequence[str],
