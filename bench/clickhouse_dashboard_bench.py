@@ -140,6 +140,13 @@ def disk_use(store: ClickHouseStore) -> list[tuple[str, int, int]]:
     return [(str(table), int(count), int(size)) for table, count, size in rows]
 
 
+def _filter(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"invalid filter {text!r}: expected KEY=VALUE")
+    return key, value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=10_000_000)
@@ -160,6 +167,10 @@ def main() -> None:
                              "results every view must equal.")
     parser.add_argument("--queries", action="store_true",
                         help="Also print the slowest query of each report.")
+    parser.add_argument("--filter", action="append", default=[], type=_filter,
+                        metavar="KEY=VALUE",
+                        help="Apply a dashboard filter to every report, e.g. country=DE; "
+                             "repeat for more.")
     parser.add_argument("--chdb", action="store_true",
                         help="Also copy the events into chdb and time every view there.")
     args = parser.parse_args()
@@ -230,13 +241,14 @@ def run_bench(args: argparse.Namespace, url: str) -> None:
     site = bench_site(args.workdir / "sites.db")
     expected_store = ReadStore(args.sqlite_db) if args.sqlite_db else None
     from_day = (END_DAY - timedelta(days=args.range_days - 1)).isoformat()
-    query = ReportQuery(SITE_ID, from_day, END_DAY.isoformat(), limit=50)
+    query = ReportQuery(SITE_ID, from_day, END_DAY.isoformat(), limit=50,
+                        filters=dict(args.filter))
     version = store.execute("SELECT version()")[0][0]
     stored = store.execute("SELECT count() FROM events WHERE site_id = %(site)s",
                            {"site": SITE_ID})[0][0]
 
     print(f"ClickHouse {version}, {os.cpu_count()} CPUs ({platform.machine()}), "
-          f"{stored} events, range {query.from_day} to {query.to_day}")
+          f"{stored} events, range {query.from_day} to {query.to_day}, filters {query.filters}")
     for table, rows, size in disk_use(store):
         print(f"- {table}: {rows} rows, {size / 1e6:.0f} MB on disk")
     print()
@@ -276,7 +288,8 @@ def run_chdb(args: argparse.Namespace, http_url: str) -> None:
           f"{time.perf_counter() - started:.0f} s\n")
     site = bench_site(args.workdir / "sites.db")
     from_day = (END_DAY - timedelta(days=args.range_days - 1)).isoformat()
-    query = ReportQuery(SITE_ID, from_day, END_DAY.isoformat(), limit=50)
+    query = ReportQuery(SITE_ID, from_day, END_DAY.isoformat(), limit=50,
+                        filters=dict(args.filter))
     expected_store = ReadStore(args.sqlite_db) if args.sqlite_db else None
     print_views(TimedStore(engine), expected_store, site, query, args)
     engine.close()
