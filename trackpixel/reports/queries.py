@@ -319,12 +319,15 @@ BREAKDOWN_COLUMNS = {"devices": "device_type", "browsers": "browser", "os": "os"
 
 
 def property_value(dialect: str, key_param: str, alias: str = "") -> str:
-    """Return SQL for the text value of the custom property named by ``:key_param``."""
-    column = f"{alias}.props" if alias else "props"
+    """Return SQL for the text value of the custom property named by ``:key_param``, NULL
+    when the event has no such property."""
+    prefix = f"{alias}." if alias else ""
     if dialect == "clickhouse":
-        # JSONExtractRaw keeps numbers as written; strings come back quoted.
-        return f"trim(BOTH '\"' FROM JSONExtractRaw({column}, :{key_param}))"
-    return f"CAST(json_extract({column}, :{key_param}) AS TEXT)"
+        # The property arrays hold the value texts of ``rollups.property_items``; ClickHouse
+        # 18.16 has no function that reads a JSON value as text.
+        return (f"if(has({prefix}prop_keys, :{key_param}), "
+                f"{prefix}prop_values[indexOf({prefix}prop_keys, :{key_param})], NULL)")
+    return f"CAST(json_extract({prefix}props, :{key_param}) AS TEXT)"
 
 
 def property_key_param(dialect: str, key: str) -> str:
@@ -652,6 +655,30 @@ SELECT name, props, visitor_id
 FROM events
 WHERE {where} AND kind = 'custom' AND props IS NOT NULL{event_clause}
 LIMIT :max_rows
+"""
+    return Sql(text, params)
+
+
+def event_properties_clickhouse(query: ReportQuery, *, event: str | None = None) -> Sql:
+    """Custom events per event name, property name and value text, with events and distinct
+    visitors, over every matching event, from the property arrays of ClickHouse ``events``.
+
+    The rows are those that ``run.event_properties`` counts in Python from the property JSON,
+    in the same order."""
+    where, params = dashboard_where(query, dialect="clickhouse")
+    params["limit"] = query.limit
+    event_clause = ""
+    if event:
+        event_clause = " AND name = :event"
+        params["event"] = event
+    text = f"""
+SELECT name, prop_key, prop_text, COUNT(*) AS events, COUNT(DISTINCT visitor_id) AS visitors
+FROM events
+ARRAY JOIN prop_keys AS prop_key, prop_values AS prop_text
+WHERE {where} AND kind = 'custom' AND props IS NOT NULL{event_clause}
+GROUP BY name, prop_key, prop_text
+ORDER BY events DESC, name, prop_key, prop_text
+LIMIT :limit
 """
     return Sql(text, params)
 

@@ -11,8 +11,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-import orjson
-
 from trackpixel.reports import from_rollups, queries
 from trackpixel.reports.queries import ReportQuery, Sql
 from trackpixel.sites import Site
@@ -369,30 +367,27 @@ def event_properties(store: EventStore, site: Site, query: ReportQuery, *,
                      event: str | None = None) -> Table:
     """Custom-event properties: each name, property and value with its events and visitors.
 
-    Unfiltered SQLite queries read every event's counts from the rollups. Otherwise properties
-    are counted in Python over at most ``MAX_PROPERTY_ROWS`` events, and the title says when
-    that bound cut the count short.
+    Unfiltered SQLite queries read every event's counts from the rollups, and ClickHouse
+    counts every event from its property arrays. Otherwise properties are counted in Python
+    over at most ``MAX_PROPERTY_ROWS`` events, and the title says when that bound cut the
+    count short.
     """
     columns = ["name", "property", "value", "events", "visitors"]
     conn = _rollups(store, query)
     if conn is not None and rollups.part_ready(conn, "properties"):
         return Table("Event properties", columns,
                      [list(row) for row in from_rollups.event_properties(conn, query, event)])
+    if _dialect(store) == "clickhouse":
+        return _table(store, "Event properties",
+                      queries.event_properties_clickhouse(query, event=event), columns)
     sql = queries.event_props_sample(query, MAX_PROPERTY_ROWS, dialect=_dialect(store),
                                      event=event)
     rows = _run(store, sql)
     events: dict[tuple[str, str, str], int] = {}
     visitors: dict[tuple[str, str, str], set[str]] = {}
     for name, props, visitor_id in rows:
-        try:
-            parsed = orjson.loads(props)
-        except orjson.JSONDecodeError:
-            continue
-        if not isinstance(parsed, dict):
-            continue
-        for key, value in parsed.items():
-            text = value if isinstance(value, str) else orjson.dumps(value).decode()
-            group = (str(name), str(key), text)
+        for key, text in rollups.property_items(props):
+            group = (str(name), key, text)
             events[group] = events.get(group, 0) + 1
             visitors.setdefault(group, set()).add(str(visitor_id))
     ordered = sorted(events, key=lambda group: (-events[group], group))[:query.limit]

@@ -43,6 +43,7 @@ from trackpixel.storage.records import (
     event_values,
     rejected_values,
 )
+from trackpixel.storage.rollups import property_items
 
 log = logging.getLogger("trackpixel.storage.clickhouse")
 
@@ -53,6 +54,12 @@ SEND_RECEIVE_TIMEOUT_S = 120
 LOOKUP_CHUNK = 5000
 
 _LOCAL_DAY_INDEX = EVENT_COLUMNS.index("local_day")
+# The columns of an inserted event: the EventRow fields, then the property arrays.
+INSERT_COLUMNS = (*EVENT_COLUMNS, "prop_keys", "prop_values")
+# Events whose property arrays one mutation fills, and the most text their ids and encoded
+# arrays may take in it.
+FILL_CHUNK_ROWS = 50_000
+FILL_CHUNK_BYTES = 16_000_000
 
 
 # Longest wait for a deletion mutation to be applied on one server.
@@ -157,8 +164,8 @@ class ClickHouseStore:
             admin.execute(schema.SCHEMA_MIGRATIONS_DDL.format(db=database))
             clients.append(admin)
 
-        names = {"db": database, "cluster": self.url.cluster,
-                 "events": "events_local" if self.url.cluster else "events",
+        events = "events_local" if self.url.cluster else "events"
+        names = {"db": database, "cluster": self.url.cluster, "events": events,
                  "rejected": "rejected_hits_local" if self.url.cluster else "rejected_hits"}
         for migration in schema.MIGRATIONS:
             for client in clients:
@@ -166,7 +173,9 @@ class ClickHouseStore:
                     continue
                 settings = _ddl_settings(client)
                 for statement in migration.local:
-                    client.execute(statement.format(**names), settings=settings)
+                    _apply(client, statement.format(**names), settings)
+                if migration.fill_properties:
+                    fill_properties(client, database, events)
                 if self.url.cluster:
                     # Every shard has its local tables before any Distributed table exists.
                     continue
@@ -180,7 +189,7 @@ class ClickHouseStore:
                     continue
                 settings = _ddl_settings(client)
                 for statement in migration.distributed:
-                    client.execute(statement.format(**names), settings=settings)
+                    _apply(client, statement.format(**names), settings)
                 self._record(client, migration.name)
                 applied.append(migration.name)
 
@@ -243,7 +252,7 @@ class ClickHouseStore:
         rejected.extend(row for row in duplicates if row.hit_uid not in stored_hits)
         if new_events:
             self.client.execute(
-                f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES",
+                f"INSERT INTO events ({', '.join(INSERT_COLUMNS)}) VALUES",
                 [_event_values(event) for event in new_events], types_check=False)
         if rejected:
             self.client.execute(
@@ -419,27 +428,117 @@ class ClickHouseStore:
         self._wait_for_mutations(client, table)
 
     def _wait_for_mutations(self, client: Any, table: str) -> None:
-        deadline = time.monotonic() + MUTATION_TIMEOUT_S
-        while True:
-            pending = client.execute(
-                "SELECT count() FROM system.mutations WHERE database = %(db)s AND "
-                "table = %(table)s AND is_done = 0",
-                {"db": self.url.database, "table": table})[0][0]
-            if not pending:
-                return
-            if time.monotonic() > deadline:
-                raise StoreUnavailable(f"ClickHouse deletion on {table} not applied after "
-                                       f"{MUTATION_TIMEOUT_S} s")
-            time.sleep(0.1)
+        wait_for_mutations(client, self.url.database, table)
 
     def close(self) -> None:
         self.client.disconnect()
 
 
 def _event_values(event: EventRow) -> tuple[Any, ...]:
+    """Return the values of ``INSERT_COLUMNS`` for one event."""
     values = list(event_values(event))
     values[_LOCAL_DAY_INDEX] = date.fromisoformat(event.local_day)
+    items = property_items(event.props) if event.props is not None else []
+    values.append([key for key, _ in items])
+    values.append([text for _, text in items])
     return tuple(values)
+
+
+def wait_for_mutations(client: Any, database: str, table: str) -> None:
+    """Return when no mutation of ``database.table`` on the client's server is pending.
+
+    Raises ``StoreUnavailable`` after ``MUTATION_TIMEOUT_S``."""
+    deadline = time.monotonic() + MUTATION_TIMEOUT_S
+    while True:
+        pending = client.execute(
+            "SELECT count() FROM system.mutations WHERE database = %(db)s AND "
+            "table = %(table)s AND is_done = 0", {"db": database, "table": table})[0][0]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise StoreUnavailable(f"ClickHouse mutation on {table} not applied after "
+                                   f"{MUTATION_TIMEOUT_S} s")
+        time.sleep(0.1)
+
+
+# The UPDATE expression of one property array. ``transform`` maps each event id of the
+# mutation to the encoded array: every element is 'x' and the hex digits of its UTF-8 bytes,
+# joined by commas, so that any text, the empty string included, survives the round trip.
+_DECODE = ("arrayMap(x -> unhex(substring(x, 2)), arrayFilter(x -> x != '', "
+           "splitByChar(',', transform(event_uid, %(uid_list)s, %({array})s, ''))))")
+
+
+def _encode(texts: list[str]) -> str:
+    return ",".join("x" + text.encode().hex() for text in texts)
+
+
+def fill_properties(client: Any, database: str, table: str) -> int:
+    """Compute ``prop_keys`` and ``prop_values`` of the events in ``database.table`` on the
+    client's server that have properties and empty arrays; return the number of events read.
+
+    Events are read in ``event_uid`` order, a chunk at a time, and each chunk is written by
+    one ``ALTER TABLE ... UPDATE`` mutation keyed by ``event_uid``. Each mutation is waited
+    for before the next is sent, because ClickHouse 18.16 loses updates when it applies
+    several pending mutations to a part at once. Events whose properties have no pairs keep
+    empty arrays, which is their value.
+    """
+    events = f"{database}.{table}"
+    after = ""
+    read = 0
+    while True:
+        rows = client.execute(
+            f"SELECT event_uid, props FROM {events} WHERE props IS NOT NULL "
+            "AND empty(prop_keys) AND event_uid > %(after)s ORDER BY event_uid "
+            "LIMIT %(limit)s", {"after": after, "limit": FILL_CHUNK_ROWS})
+        if not rows:
+            return read
+        read += len(rows)
+        after = str(rows[-1][0])
+        uids: list[str] = []
+        keys: list[str] = []
+        texts: list[str] = []
+        size = 0
+        for uid, props in rows:
+            items = property_items(str(props))
+            if not items or (uids and uid == uids[-1]):
+                continue
+            uids.append(str(uid))
+            keys.append(_encode([key for key, _ in items]))
+            texts.append(_encode([text for _, text in items]))
+            size += len(uid) * 2 + len(keys[-1]) + len(texts[-1])
+            if size >= FILL_CHUNK_BYTES:
+                _update_properties(client, database, table, uids, keys, texts)
+                uids, keys, texts, size = [], [], [], 0
+        if uids:
+            _update_properties(client, database, table, uids, keys, texts)
+        if len(rows) < FILL_CHUNK_ROWS:
+            return read
+
+
+def _update_properties(client: Any, database: str, table: str, uids: list[str],
+                       keys: list[str], texts: list[str]) -> None:
+    client.execute(
+        f"ALTER TABLE {database}.{table} UPDATE "
+        f"prop_keys = {_DECODE.replace('{array}', 'keys')}, "
+        f"prop_values = {_DECODE.replace('{array}', 'texts')} WHERE event_uid IN %(uids)s",
+        {"uid_list": uids, "uids": tuple(uids), "keys": keys, "texts": texts},
+        settings={"max_query_size": 4 * FILL_CHUNK_BYTES})
+    wait_for_mutations(client, database, table)
+
+
+def _apply(client: Any, statement: str, settings: dict[str, int]) -> None:
+    """Run one migration statement; an ADD COLUMN of a column that exists is skipped."""
+    from clickhouse_driver import errors
+
+    try:
+        client.execute(statement, settings=settings)
+    except errors.ServerException as exc:
+        # 18.16 reports an existing column as ILLEGAL_COLUMN, current releases as
+        # DUPLICATE_COLUMN.
+        existing = exc.code in (errors.ErrorCodes.ILLEGAL_COLUMN,
+                                errors.ErrorCodes.DUPLICATE_COLUMN)
+        if not existing or "ADD COLUMN" not in statement:
+            raise
 
 
 _WORD = re.compile(r"(?<![:\w])[A-Za-z_]\w*")

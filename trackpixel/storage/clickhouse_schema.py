@@ -13,6 +13,11 @@ a merge (or a query with ``FINAL``) keeps one of them.
 each shard of a cluster, with Distributed tables of the short names over them) contain
 aggregate states per session and day, and per path and day. Materialized views fill them from
 every insert into ``events``, and unfiltered reports read them instead of the events.
+
+``prop_keys`` and ``prop_values`` of ``events`` hold each event's properties as two parallel
+arrays of names and value texts (``trackpixel.storage.rollups.property_items``). The store
+computes them when it inserts an event, because ClickHouse 18.16 has no function that lists
+the keys of a JSON object, and reports count properties over them with ARRAY JOIN.
 """
 
 from __future__ import annotations
@@ -200,6 +205,10 @@ def page_select(source: str, extra: str = "") -> str:
     return PAGE_SELECT.replace("{source}", source).replace("{extra}", extra)
 
 
+# The property arrays of ``events``, in the order of ``rollups.property_items``.
+PROPERTY_COLUMNS = "ADD COLUMN prop_keys Array(String), ADD COLUMN prop_values Array(String)"
+
+
 @dataclass(frozen=True)
 class Migration:
     """One schema version: statements for each storage server and, with a cluster, the
@@ -208,6 +217,9 @@ class Migration:
     name: str
     local: tuple[str, ...]
     distributed: tuple[str, ...] = ()
+    # True when the store computes ``prop_keys`` and ``prop_values`` of the events stored
+    # before the migration, after the local statements.
+    fill_properties: bool = False
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -262,6 +274,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE TABLE IF NOT EXISTS {db}.page_events AS {db}.page_events_local "
             "ENGINE = Distributed({cluster}, {db}, page_events_local, rand())",
         ),
+    ),
+    Migration(
+        name="0004_event_properties",
+        # 18.16 has no ADD COLUMN IF NOT EXISTS: the store skips an ADD COLUMN whose column
+        # exists, as after an interrupted run of this migration.
+        local=(f"ALTER TABLE {{db}}.{{events}} {PROPERTY_COLUMNS}",),
+        distributed=(f"ALTER TABLE {{db}}.events {PROPERTY_COLUMNS}",),
+        fill_properties=True,
     ),
 )
 
