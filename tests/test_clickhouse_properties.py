@@ -1,7 +1,8 @@
-"""The event properties report on ClickHouse counts every event from the property arrays and
-returns what SQLite returns, from its rollups and from its raw events: on one server, after
-migrating a database of the previous schema, after a copy from SQLite, on two shards and on
-a current engine."""
+"""The event properties report on ClickHouse counts every event from the property arrays.
+
+It returns what SQLite returns from its rollups and from its raw events: on one server, after
+migrating a database of the previous schema, after a copy from SQLite, on two shards and on a
+current engine."""
 
 from __future__ import annotations
 
@@ -264,7 +265,8 @@ def test_previous_schema_filled(clickhouse: ClickHouseServer,  # noqa: F811
 
     assert store.migrate() == ["0004_event_properties"]
     left = store.execute("SELECT props FROM events WHERE props IS NOT NULL AND empty(prop_keys)")
-    assert left and all(not property_items(props) for props, in left)
+    assert left
+    assert all(not property_items(props) for props, in left)
     store.write_batch(loaded[-1])
     expected = sqlite_with(tmp_path / "expected.db", site.id, loaded)
     assert_same_properties(store, expected, site)

@@ -56,8 +56,8 @@ LOOKUP_CHUNK = 5000
 _LOCAL_DAY_INDEX = EVENT_COLUMNS.index("local_day")
 # The columns of an inserted event: the EventRow fields, then the property arrays.
 INSERT_COLUMNS = (*EVENT_COLUMNS, "prop_keys", "prop_values")
-# Events whose property arrays one mutation fills, and the most text their ids and encoded
-# arrays may take in it.
+# Events read per chunk when filling property arrays, and the maximum bytes of event ids and
+# encoded arrays sent in one mutation.
 FILL_CHUNK_ROWS = 50_000
 FILL_CHUNK_BYTES = 16_000_000
 
@@ -478,9 +478,9 @@ def fill_properties(client: Any, database: str, table: str) -> int:
 
     Events are read in ``event_uid`` order, a chunk at a time, and each chunk is written by
     one ``ALTER TABLE ... UPDATE`` mutation keyed by ``event_uid``. Each mutation is waited
-    for before the next is sent, because ClickHouse 18.16 loses updates when it applies
-    several pending mutations to a part at once. Events whose properties have no pairs keep
-    empty arrays, which is their value.
+    for before the next is sent: in a trial on ClickHouse 18.16, five mutations sent without
+    waiting left about a tenth of their events unchanged. Events whose properties have no
+    pairs keep empty arrays, which is their value.
     """
     events = f"{database}.{table}"
     after = ""
