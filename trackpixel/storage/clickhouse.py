@@ -461,11 +461,15 @@ def wait_for_mutations(client: Any, database: str, table: str) -> None:
         time.sleep(0.1)
 
 
-# The UPDATE expression of one property array. ``transform`` maps each event id of the
-# mutation to the encoded array: every element is 'x' and the hex digits of its UTF-8 bytes,
-# joined by commas, so that any text, the empty string included, survives the round trip.
+# ``transform`` maps each event id of a mutation to its encoded array: every element is 'x'
+# and the hex digits of its UTF-8 bytes, joined by commas, so that any text, the empty string
+# included, survives the round trip. A mutation sends only events with at least one pair, so
+# an id maps to a non-empty text exactly when it belongs to the mutation. The ids are array
+# literals, which count as one element each against max_ast_elements (50,000 by default),
+# where ``event_uid IN (...)`` would count one per id.
+_ENCODED = "transform(event_uid, %(uids)s, %({array})s, '')"
 _DECODE = ("arrayMap(x -> unhex(substring(x, 2)), arrayFilter(x -> x != '', "
-           "splitByChar(',', transform(event_uid, %(uid_list)s, %({array})s, ''))))")
+           f"splitByChar(',', {_ENCODED})))")
 
 
 def _encode(texts: list[str]) -> str:
@@ -520,8 +524,9 @@ def _update_properties(client: Any, database: str, table: str, uids: list[str],
     client.execute(
         f"ALTER TABLE {database}.{table} UPDATE "
         f"prop_keys = {_DECODE.replace('{array}', 'keys')}, "
-        f"prop_values = {_DECODE.replace('{array}', 'texts')} WHERE event_uid IN %(uids)s",
-        {"uid_list": uids, "uids": tuple(uids), "keys": keys, "texts": texts},
+        f"prop_values = {_DECODE.replace('{array}', 'texts')} "
+        f"WHERE {_ENCODED.replace('{array}', 'keys')} != ''",
+        {"uids": uids, "keys": keys, "texts": texts},
         settings={"max_query_size": 4 * FILL_CHUNK_BYTES})
     wait_for_mutations(client, database, table)
 
