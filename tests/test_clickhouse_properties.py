@@ -121,6 +121,18 @@ class RawSqlite:
         return self.store.query(sql, params)
 
 
+def parsable_copy(store: SqliteStore) -> SqliteStore:
+    """Return a SQLite store with the events of ``store`` whose property text is JSON."""
+    parsable = SqliteStore(Path(str(store.path) + ".parsable"))
+    parsable.conn.execute("ATTACH DATABASE ? AS source", (str(store.path),))
+    with parsable.conn:
+        parsable.conn.execute("DELETE FROM events")
+        parsable.conn.execute("INSERT INTO events SELECT * FROM source.events "
+                              "WHERE props IS NULL OR json_valid(props)")
+    parsable.conn.execute("DETACH DATABASE source")
+    return parsable
+
+
 def assert_same_properties(store: Any, expected: SqliteStore, site: Site) -> None:
     """Assert that ``store`` gives the rows of the SQLite rollups and of the raw SQLite path
     for every range, filter, limit and event option, and that no title is cut short.
@@ -128,13 +140,7 @@ def assert_same_properties(store: Any, expected: SqliteStore, site: Site) -> Non
     SQLite cannot apply a ``prop:`` filter to a range with property text that is not JSON,
     so those filters are compared with a copy of ``expected`` without such events, which
     cannot match the filter anyway."""
-    parsable = SqliteStore(Path(str(expected.path) + ".parsable"))
-    parsable.conn.execute("ATTACH DATABASE ? AS source", (str(expected.path),))
-    with parsable.conn:
-        parsable.conn.execute("DELETE FROM events")
-        parsable.conn.execute("INSERT INTO events SELECT * FROM source.events "
-                              "WHERE props IS NULL OR json_valid(props)")
-    parsable.conn.execute("DETACH DATABASE source")
+    parsable = parsable_copy(expected)
     for from_day, to_day in RANGES:
         for filters in FILTERS:
             source_store = parsable if any(key.startswith("prop:") for key in filters) \
@@ -145,9 +151,9 @@ def assert_same_properties(store: Any, expected: SqliteStore, site: Site) -> Non
                     query = ReportQuery(site.id, from_day, to_day, limit=limit, filters=filters)
                     actual = reports.event_properties(store, site, query, event=event)
                     for source in (source_store, raw):
-                        wanted = reports.event_properties(source, site, query, event=event)
-                        assert actual.columns == wanted.columns
-                        assert actual.rows == wanted.rows, (from_day, to_day, filters, limit,
+                        reference = reports.event_properties(source, site, query, event=event)
+                        assert actual.columns == reference.columns
+                        assert actual.rows == reference.rows, (from_day, to_day, filters, limit,
                                                             event, type(source).__name__)
                     assert actual.title == "Event properties"
     parsable.close()
@@ -223,6 +229,25 @@ def test_equal_to_sqlite(loaded, monkeypatch: pytest.MonkeyPatch) -> None:  # ty
     assert counted.rows == reports.event_properties(sqlite_store, site, query).rows
     sampled = reports.event_properties(RawSqlite(sqlite_store), site, query)
     assert sampled.title == "Event properties (first 50 events only)"
+
+
+def test_funnel_property_step_equal(loaded) -> None:  # type: ignore[no-untyped-def]
+    site, sqlite_store, store = loaded
+    steps = [reports.FunnelStep("event", "signup", "plan", "pro"),
+             reports.FunnelStep("event", "purchase", "plan", "team")]
+    parsable = parsable_copy(sqlite_store)
+    for from_day, to_day in RANGES:
+        for filters in ({}, {"prop:seats": "3"}):
+            query = ReportQuery(site.id, from_day, to_day, filters=filters)
+            expected = reports.funnel_steps(parsable, site, query, steps=steps,
+                                            window_seconds=40 * 86_400)
+            actual = reports.funnel_steps(store, site, query, steps=steps,
+                                          window_seconds=40 * 86_400)
+            assert actual.rows == expected.rows, (from_day, to_day, filters)
+    whole = ReportQuery(site.id, "2026-03-01", "2026-04-01")
+    reached = reports.funnel_steps(store, site, whole, steps=steps, window_seconds=40 * 86_400)
+    assert reached.as_dicts()[1]["visitors"] > 0
+    parsable.close()
 
 
 def test_final_reads_equal(loaded, clickhouse: ClickHouseServer) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
