@@ -279,6 +279,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         name="0004_event_properties",
         # 18.16 has no ADD COLUMN IF NOT EXISTS: the store skips an ADD COLUMN whose column
         # exists, as after an interrupted run of this migration.
+        # NOTE: events that a process of an earlier version inserts after this migration keep
+        # empty arrays, and no later step fills them.
         local=(f"ALTER TABLE {{db}}.{{events}} {PROPERTY_COLUMNS}",),
         distributed=(f"ALTER TABLE {{db}}.events {PROPERTY_COLUMNS}",),
         fill_properties=True,
