@@ -302,6 +302,29 @@ def test_previous_schema_filled(clickhouse: ClickHouseServer,  # noqa: F811
         opened.close()
 
 
+@pytest.mark.slow
+def test_full_chunk_filled(clickhouse: ClickHouseServer,  # noqa: F811
+                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # One mutation with the default number of events, more ids than the 50,000 AST elements
+    # that ClickHouse allows in a query by default.
+    url = f"clickhouse://127.0.0.1:{clickhouse.tcp_port}/properties_chunk"
+    previous_schema(monkeypatch)
+    store = ClickHouseStore(url)
+    count = clickhouse_store.FILL_CHUNK_ROWS + 10_000
+    events = make_events("s_chunk", count, seed=3, spool="chunk")
+    for event in events:
+        event.kind, event.props = "custom", '{"plan": "pro", "seats": 2}'
+    store.write_batch(ProcessedBatch(spool="chunk", last_rowid=1, events=events, rejected=[],
+                                     sessions=[]))
+    monkeypatch.undo()
+
+    assert store.migrate() == ["0004_event_properties"]
+    counted = store.execute("SELECT countIf(prop_keys = ['plan', 'seats'] AND "
+                            "prop_values = ['pro', '2']), count() FROM events")
+    assert counted == [(count, count)]
+    store.close()
+
+
 def test_interrupted_migration_runs_again(clickhouse: ClickHouseServer,  # noqa: F811
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     url = f"clickhouse://127.0.0.1:{clickhouse.tcp_port}/properties_rerun"
