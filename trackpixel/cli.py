@@ -475,7 +475,8 @@ def rollups_rebuild(
                 done = rollups.rebuild_site(
                     store.conn, target.id,
                     progress=lambda count, task=task: bar.update(task, completed=count),
-                    covers_all=covers_all and target is targets[-1])
+                    covers_all=covers_all and target is targets[-1],
+                    fills_parts=not site and target is targets[-1])
                 bar.update(task, completed=done)
     finally:
         store.close()

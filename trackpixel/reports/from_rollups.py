@@ -305,7 +305,7 @@ def event_properties(conn: sqlite3.Connection, query: ReportQuery,
     """Return the rows of ``run.event_properties``: event name, property, value, events and
     visitors. Every custom event counts, with no bound on their number."""
     sums = _sums(conn, query, "property", key=lambda row: tuple(orjson.loads(row[VALUE])))
-    groups = [group for group in sums.counts if event is None or group[0] == event]
+    groups = [group for group in sums.counts if not event or group[0] == event]
     groups.sort(key=lambda group: (-sums.get(group, EVENTS), group))
     return [(*group, sums.get(group, EVENTS), sums.unique(group))
             for group in groups[:query.limit]]
@@ -316,54 +316,83 @@ def funnel(conn: sqlite3.Connection, query: ReportQuery, steps: list[tuple[str, 
     """Visitors reaching each step and the summed milliseconds from the previous step, as
     ``run.funnel_steps`` counts them, from the step times in ``rollup_steps``.
 
-    ``steps`` are (kind, value) pairs without property conditions. A visitor's first step is
-    their earliest matching event in the range. Each later step is their earliest matching
-    event at or after the previous step's time, and no later than ``window_ms`` after the
-    first. When both steps name the same events, it must come strictly after. Returns None
-    when the visitor and time ranges do not fit the 64-bit keys used here, so the caller
-    reads raw events.
+    ``steps`` are (kind, value) pairs without property conditions; see ``count_funnel``.
+    Returns None when the visitor and time ranges do not fit the 64-bit keys used there, so
+    the caller reads raw events.
     """
-    loaded = []
+    loaded: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
     for kind, value in steps:
+        if (kind, value) in loaded:
+            continue
         blobs = rollups.step_chunks(conn, query.site_id, rollups.step_key(kind, value),
                                     query.from_day, query.to_day)
-        visitors = np.concatenate([np.frombuffer(v, dtype=np.int32) for v, _ in blobs]
-                                  or [np.empty(0, np.int32)]).astype(np.int64)
+        visitors = np.concatenate([np.frombuffer(v, dtype=np.uint32) for v, _ in blobs]
+                                  or [np.empty(0, np.uint32)]).astype(np.int64)
         times = np.concatenate([np.frombuffer(t, dtype=np.int64) for _, t in blobs]
                                or [np.empty(0, np.int64)])
-        loaded.append((visitors, times))
-    base = min((int(times.min()) for _, times in loaded if times.size), default=0)
-    pairs = [(visitors, times - base) for visitors, times in loaded]
-    span = max((int(times.max()) for _, times in pairs if times.size), default=0) + 2
-    top = max((int(visitors.max()) for visitors, _ in pairs if visitors.size), default=0)
+        loaded[(kind, value)] = (visitors, times)
+    return count_funnel(loaded, list(steps), window_ms)
+
+
+def count_funnel(events: dict[Any, tuple[np.ndarray, np.ndarray]], steps: list[Any],
+                 window_ms: int) -> tuple[list[int], list[int]] | None:
+    """Count a funnel from the (visitor integer, time) pairs of each distinct step definition.
+
+    A visitor's first step is their earliest matching event. Each later step is their
+    earliest matching event at or after the previous step's time (the same millisecond
+    counts) that no earlier step of the funnel used, no later than ``window_ms`` after the
+    first. Both the rollup and the raw path count through here, so they agree by
+    construction, whatever order events of the same millisecond come in.
+    """
+    names = list(events)
+    all_visitors = np.concatenate([events[name][0] for name in names]
+                                  or [np.empty(0, np.int64)])
+    # Dense visitor numbers keep the keys small whatever the id counter has reached.
+    _, dense = np.unique(all_visitors, return_inverse=True)
+    dense = dense.reshape(-1).astype(np.int64)
+    pairs: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
+    offset = 0
+    for name in names:
+        size = events[name][0].size
+        pairs[name] = (dense[offset:offset + size], events[name][1].astype(np.int64))
+        offset += size
+    base = min((int(times.min()) for _, times in pairs.values() if times.size), default=0)
+    span = max((int(times.max()) - base for _, times in pairs.values() if times.size),
+               default=0) + 1
+    top = int(dense.max()) if dense.size else 0
     if (top + 1) * span >= 2 ** 62:
         return None
-    # One sorted int64 key per event: visitor * span + time, so that a search for a visitor's
-    # time finds that visitor's next event, if the result still belongs to the visitor.
-    keys = [np.sort(visitors * span + times) for visitors, times in pairs]
+    window_ms = max(min(window_ms, span), -1)  # any longer window admits every event
+    keys = {name: np.sort(visitors * span + (times - base))
+            for name, (visitors, times) in pairs.items()}
     reached = [0] * len(steps)
     gaps = [0] * len(steps)
-    first = keys[0]
+    first = keys[steps[0]]
     if not first.size:
         return reached, gaps
     owner = first // span
     starts = np.flatnonzero(np.concatenate(([True], owner[1:] != owner[:-1])))
     current_visitor, current_time = owner[starts], first[starts] % span
     first_time = current_time
+    # The last position each visitor used in the keys of each step definition.
+    used: dict[Any, np.ndarray] = {steps[0]: starts}
     reached[0] = int(current_visitor.size)
     for index in range(1, len(steps)):
-        candidates = keys[index]
-        strict = steps[index] == steps[index - 1]
-        targets = current_visitor * span + current_time + (1 if strict else 0)
-        position = np.searchsorted(candidates, targets, side="left")
+        candidates = keys[steps[index]]
+        position = np.searchsorted(candidates, current_visitor * span + current_time,
+                                   side="left")
+        if steps[index] in used:
+            position = np.maximum(position, used[steps[index]] + 1)
         inside = position < candidates.size
         found = candidates[np.minimum(position, max(candidates.size - 1, 0))] \
-            if candidates.size else np.zeros_like(targets)
+            if candidates.size else np.zeros_like(current_visitor)
         found_time = found % span
         ok = inside & (found // span == current_visitor) & \
             (found_time <= first_time + window_ms)
         reached[index] = int(ok.sum())
         gaps[index] = int((found_time[ok] - current_time[ok]).sum())
+        used = {name: at[ok] for name, at in used.items()}
+        used[steps[index]] = position[ok]
         current_visitor, current_time, first_time = \
             current_visitor[ok], found_time[ok], first_time[ok]
     return reached, gaps

@@ -11,6 +11,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+import numpy as np
+
 from trackpixel.reports import from_rollups, queries
 from trackpixel.reports.queries import ReportQuery, Sql
 from trackpixel.sites import Site
@@ -515,30 +517,28 @@ def _funnel_from_rollups(store: EventStore, query: ReportQuery,
 
 def _funnel_from_events(store: EventStore, query: ReportQuery, steps: list[FunnelStep],
                         window_ms: int) -> tuple[list[int], list[int], bool]:
-    """Count a funnel over its matching raw events, in visitor and time order; the flag says
-    whether every matching event was read."""
+    """Count a funnel over its matching raw events with ``from_rollups.count_funnel``, as
+    the rollups count it; the flag says whether every matching event was read."""
     conditions = [(step.kind, step.value, step.prop, step.prop_value) for step in steps]
     rows = _run(store, queries.funnel_matches(query, conditions, MAX_FUNNEL_ROWS,
                                               dialect=_dialect(store)))
-    reached = [0] * len(steps)
-    gap_totals = [0] * len(steps)
-    current_visitor: object = None
-    step = first_ts = last_ts = 0
+    # The first step index of each distinct step definition: its flag column.
+    columns = {step: steps.index(step) for step in steps}
+    numbers: dict[object, int] = {}
+    found: dict[FunnelStep, tuple[list[int], list[int]]] = {step: ([], []) for step in columns}
     for row in rows:
-        visitor_id, ts, flags = row[0], int(row[1]), row[2:]
-        if visitor_id != current_visitor:
-            current_visitor, step = visitor_id, 0
-        if step >= len(steps) or not flags[step]:
-            continue
-        if step == 0:
-            first_ts = ts
-        elif ts > first_ts + window_ms:
-            continue
-        else:
-            gap_totals[step] += ts - last_ts
-        reached[step] += 1
-        last_ts = ts
-        step += 1
+        visitor = numbers.setdefault(row[0], len(numbers))
+        ts = int(row[1])
+        for step, column in columns.items():
+            if row[2 + column]:
+                found[step][0].append(visitor)
+                found[step][1].append(ts)
+    arrays = {step: (np.array(visitors, dtype=np.int64), np.array(times, dtype=np.int64))
+              for step, (visitors, times) in found.items()}
+    counted = from_rollups.count_funnel(arrays, list(steps), window_ms)
+    if counted is None:
+        raise ValueError("funnel range too long to count: choose a shorter date range")
+    reached, gap_totals = counted
     return reached, gap_totals, len(rows) < MAX_FUNNEL_ROWS
 
 

@@ -571,7 +571,8 @@ class _StepDelta:
     def add(self, site_id: str, key: str, day: str, visitor: int, ts: int) -> None:
         found = self.pairs.get((site_id, key, day))
         if found is None:
-            found = self.pairs[(site_id, key, day)] = (array("i"), array("q"))
+            # Unsigned: the site's id counter runs to 2**32, as in the roaring bitmaps.
+            found = self.pairs[(site_id, key, day)] = (array("I"), array("q"))
         found[0].append(visitor)
         found[1].append(ts)
 
@@ -699,12 +700,15 @@ def advance_watermark(conn: sqlite3.Connection) -> None:
 
 
 def rebuild_site(conn: sqlite3.Connection, site_id: str, progress: Any = None,
-                 batch_rows: int = 50_000, *, covers_all: bool = False) -> int:
+                 batch_rows: int = 50_000, *, covers_all: bool = False,
+                 fills_parts: bool = False) -> int:
     """Recompute a site's rollups from its raw events in one transaction; return the count.
 
     ``progress``, when given, is called with the number of events done after each batch.
     Pass ``covers_all`` when every other site's rollups are known to be complete, so that
-    reports may use them afterwards.
+    reports may use them afterwards. Pass ``fills_parts`` too only when every other site was
+    rebuilt since the migration that added the ``rollup_parts`` still not ready: the
+    watermark says nothing about those parts.
     """
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -717,7 +721,8 @@ def rebuild_site(conn: sqlite3.Connection, site_id: str, progress: Any = None,
                 progress(done)
         if covers_all:
             advance_watermark(conn)
-            conn.execute("UPDATE rollup_parts SET ready = 1")
+            if fills_parts:
+                conn.execute("UPDATE rollup_parts SET ready = 1")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

@@ -7,7 +7,7 @@ CREATE INDEX rollup_sessions_visitor ON rollup_sessions (site_id, visitor, last_
 -- The visitor and time of each person's event that a funnel step can name, per step key
 -- ('n' + separator + event name for events other than page views, 'p' + separator + path for
 -- page views) and local day. A day's events are split into chunks of bounded size, so
--- that adding a batch rewrites only the day's last chunk. visitors holds 32-bit and times
+-- that adding a batch rewrites only the day's last chunk. visitors holds unsigned 32-bit and times
 -- 64-bit integers in the machine's byte order, pair by pair in the same order.
 CREATE TABLE rollup_steps (
     site_id TEXT NOT NULL,
