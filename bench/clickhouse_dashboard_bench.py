@@ -43,14 +43,16 @@ from dashboard_bench import SITE_ID, ZONE, ReadStore, generate_rows, views  # no
 
 from trackpixel.reports.queries import ReportQuery  # noqa: E402
 from trackpixel.sites import Site, get_site  # noqa: E402
-from trackpixel.storage.clickhouse import ClickHouseStore  # noqa: E402
+from trackpixel.storage.clickhouse import INSERT_COLUMNS, ClickHouseStore  # noqa: E402
 from trackpixel.storage.clickhouse_schema import MIGRATIONS  # noqa: E402
 from trackpixel.storage.records import EVENT_COLUMNS  # noqa: E402
+from trackpixel.storage.rollups import property_items  # noqa: E402
 from trackpixel.storage.sqlite import connect, migrate  # noqa: E402
 
 END_DAY = date(2025, 3, 31)
 INSERT_CHUNK = 200_000
 _LOCAL_DAY = EVENT_COLUMNS.index("local_day")
+_PROPS = EVENT_COLUMNS.index("props")
 
 
 class TimedStore:
@@ -73,7 +75,7 @@ def load_events(store: ClickHouseStore, count: int, days: int) -> None:
     """Insert ``count`` generated events, replacing whatever the site had."""
     store.execute("ALTER TABLE events DELETE WHERE site_id = %(site)s", {"site": SITE_ID})
     store.execute("OPTIMIZE TABLE events FINAL")
-    insert = f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES"
+    insert = f"INSERT INTO events ({', '.join(INSERT_COLUMNS)}) VALUES"
     rows = generate_rows(count, days, END_DAY, seed=7)
     started = time.perf_counter()
     done = 0
@@ -82,6 +84,11 @@ def load_events(store: ClickHouseStore, count: int, days: int) -> None:
         for _, row in zip(range(INSERT_CHUNK), rows, strict=False):
             values = list(row)
             values[_LOCAL_DAY] = date.fromisoformat(values[_LOCAL_DAY])
+            # The property arrays, as ClickHouseStore computes them when it inserts an event.
+            props = values[_PROPS]
+            items = property_items(props) if props is not None else []
+            values.append([key for key, _ in items])
+            values.append([text for _, text in items])
             chunk.append(values)
         if not chunk:
             break
@@ -271,7 +278,7 @@ def run_chdb(args: argparse.Namespace, http_url: str) -> None:
     started = time.perf_counter()
     # The old server's native protocol rejects a current client's settings, so the rows go
     # through its HTTP interface as tab-separated text.
-    columns = ", ".join(EVENT_COLUMNS)
+    columns = ", ".join(INSERT_COLUMNS)
     for table, selected in (("events", columns), ("rejected_hits", "*")):
         target = args.workdir / f"chdb-{table}.tsv"
         select = f"SELECT {selected} FROM trackpixel.{table} FORMAT TabSeparated"
