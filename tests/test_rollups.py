@@ -302,7 +302,8 @@ def test_rollups_keep_days_after_retention(store: SqliteStore) -> None:
         "WHEN 'v' THEN NOT EXISTS (SELECT 1 FROM events WHERE site_id = i.site_id "
         "AND visitor_id = i.key) "
         "WHEN 's' THEN NOT EXISTS (SELECT 1 FROM rollup_sessions WHERE site_id = i.site_id "
-        "AND session_id = i.key) "
+        "AND session_id = i.key) AND NOT EXISTS (SELECT 1 FROM events "
+        "WHERE site_id = i.site_id AND session_id = i.key) "
         "ELSE NOT EXISTS (SELECT 1 FROM events WHERE site_id = i.site_id "
         "AND recipient = i.key) END").fetchall()
     assert orphans == []

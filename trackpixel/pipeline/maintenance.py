@@ -77,15 +77,11 @@ class Maintenance:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 self.conn.execute(_ROLLUP_SQL, {"site_id": site.id, "day": first_kept_day})
-                had_recipients = self.conn.execute(
-                    "SELECT EXISTS (SELECT 1 FROM events WHERE site_id = ? AND local_day < ? "
-                    "AND recipient IS NOT NULL)", (site.id, first_kept_day)).fetchone()[0]
+                candidates = rollups.expiring_ids(self.conn, site.id, first_kept_day)
                 expired = self.conn.execute(
                     "DELETE FROM events WHERE site_id = ? AND local_day < ?",
                     (site.id, first_kept_day)).rowcount
-                if expired:
-                    rollups.expire(self.conn, site.id, first_kept_day,
-                                   recipients=bool(had_recipients))
+                rollups.expire(self.conn, site.id, first_kept_day, candidates)
                 events += expired
                 rejected += self.conn.execute(
                     "DELETE FROM rejected_hits WHERE site_id = ? AND received_ts < ?",

@@ -730,33 +730,50 @@ def rebuild_site(conn: sqlite3.Connection, site_id: str, progress: Any = None,
     return done
 
 
-def expire(conn: sqlite3.Connection, site_id: str, first_kept_day: str, *,
-           recipients: bool = True) -> None:
+def expiring_ids(conn: sqlite3.Connection, site_id: str,
+                 first_kept_day: str) -> dict[str, set[str]]:
+    """Return the visitor ('v'), session ('s') and recipient ('r') ids of a site's events and
+    sessions before ``first_kept_day``; call before retention deletes those events."""
+    found: dict[str, set[str]] = {"v": set(), "s": set(), "r": set()}
+    for visitor_id, session_id, recipient in conn.execute(
+            "SELECT DISTINCT visitor_id, session_id, recipient FROM events WHERE site_id = ? "
+            "AND local_day < ?", (site_id, first_kept_day)):
+        found["v"].add(visitor_id)
+        found["s"].add(session_id)
+        if recipient is not None:
+            found["r"].add(recipient)
+    found["s"].update(row[0] for row in conn.execute(
+        "SELECT session_id FROM rollup_sessions WHERE site_id = ? AND last_day < ?",
+        (site_id, first_kept_day)))
+    return found
+
+
+def expire(conn: sqlite3.Connection, site_id: str, first_kept_day: str,
+           candidates: dict[str, set[str]]) -> None:
     """Delete the per-visitor parts of a site's rollups before ``first_kept_day``; call after
     retention has deleted the raw events of those days, in the same transaction.
 
     Funnel step times and session states of expired days go, and so do the id mappings of
-    visitors, sessions and recipients that no stored event or session refers to any more.
-    The day counts and the session groups stay, with visitor sets of bare integers. A
+    ``candidates`` (from ``expiring_ids``) that no stored event or session refers to any
+    more. The day counts and the session groups stay, with visitor sets of bare integers. A
     visitor who returns after their mapping went gets a new integer, so a range that spans
-    the expired days and later ones may count them twice. ``recipients=False`` skips the
-    recipient mappings, whose check reads every event of the site, when no expired event had
-    a recipient.
+    the expired days and later ones may count them twice.
     """
     conn.execute("DELETE FROM rollup_steps WHERE site_id = ? AND local_day < ?",
                  (site_id, first_kept_day))
     conn.execute("DELETE FROM rollup_sessions WHERE site_id = ? AND last_day < ?",
                  (site_id, first_kept_day))
-    conn.execute("DELETE FROM rollup_ids WHERE site_id = ? AND kind = 's' AND NOT EXISTS "
-                 "(SELECT 1 FROM rollup_sessions AS s WHERE s.site_id = rollup_ids.site_id "
-                 "AND s.session_id = rollup_ids.key)", (site_id,))
-    conn.execute("DELETE FROM rollup_ids WHERE site_id = ? AND kind = 'v' AND NOT EXISTS "
-                 "(SELECT 1 FROM events AS e WHERE e.site_id = rollup_ids.site_id "
-                 "AND e.visitor_id = rollup_ids.key)", (site_id,))
-    if recipients:
-        conn.execute("DELETE FROM rollup_ids WHERE site_id = ? AND kind = 'r' AND key NOT IN "
-                     "(SELECT recipient FROM events WHERE site_id = ? "
-                     "AND recipient IS NOT NULL)", (site_id, site_id))
+    still_used = {
+        "v": "SELECT 1 FROM events WHERE site_id = ? AND visitor_id = ? LIMIT 1",
+        "s": "SELECT 1 FROM rollup_sessions WHERE site_id = ? AND session_id = ?",
+        # Recipients have no index of their own; the expiring ones are few and rare.
+        "r": "SELECT 1 FROM events WHERE site_id = ? AND recipient = ? LIMIT 1",
+    }
+    for kind, keys in candidates.items():
+        unused = [(site_id, kind, key) for key in keys
+                  if conn.execute(still_used[kind], (site_id, key)).fetchone() is None]
+        conn.executemany("DELETE FROM rollup_ids WHERE site_id = ? AND kind = ? AND key = ?",
+                         unused)
 
 
 def erase_visitors(conn: sqlite3.Connection, site_id: str, visitor_ids: Sequence[str],
