@@ -371,7 +371,7 @@ def event_properties(store: EventStore, site: Site, query: ReportQuery, *,
 
     Unfiltered SQLite queries read every event's counts from the rollups, and ClickHouse
     counts every event from its property arrays. Otherwise properties are counted in Python
-    over at most ``MAX_PROPERTY_ROWS`` events, and the title says when that bound cut the
+    over at most ``MAX_PROPERTY_ROWS`` events, and the title notes when that bound cut the
     count short.
     """
     columns = ["name", "property", "value", "events", "visitors"]
@@ -518,7 +518,7 @@ def _funnel_from_rollups(store: EventStore, query: ReportQuery,
 def _funnel_from_events(store: EventStore, query: ReportQuery, steps: list[FunnelStep],
                         window_ms: int) -> tuple[list[int], list[int], bool]:
     """Count a funnel over its matching raw events with ``from_rollups.count_funnel``, as
-    the rollups count it; the flag says whether every matching event was read."""
+    the rollups count it. The flag tells whether every matching event was read."""
     conditions = [(step.kind, step.value, step.prop, step.prop_value) for step in steps]
     rows = _run(store, queries.funnel_matches(query, conditions, MAX_FUNNEL_ROWS,
                                               dialect=_dialect(store)))
