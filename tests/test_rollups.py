@@ -415,3 +415,21 @@ def test_funnel_ties_and_repeats(store: SqliteStore, events: list[tuple[int, str
                            window_seconds=60).rows
     assert [row[2] for row in fast] == expected
     assert fast == raw
+
+
+def test_erasure_drops_unused_recipient_ids(store: SqliteStore) -> None:
+    zone = ZoneInfo(SITES["s_berlin"])
+    start = int(datetime(2025, 3, 26, 12, tzinfo=zone).timestamp() * 1000)
+    counter = [0]
+    opens = [_event(counter, "s_berlin", zone, start + index, visitor_id=visitor,
+                    session_id=f"own-{index}", kind="email_open", name="email_open",
+                    source="email", campaign="spring", recipient=recipient)
+             for index, (visitor, recipient) in enumerate(
+                 [("solo", "r-solo"), ("solo", "r-shared"), ("other", "r-shared")])]
+    store_events(store, opens)
+    selector = rights.Selector("visitor", "s_berlin", visitor_ids=("solo",))
+    rights.carry_out(store.conn, rights.request_erasure(store.conn, selector))
+    kept = {row[0] for row in store.conn.execute(
+        "SELECT key FROM rollup_ids WHERE site_id = 's_berlin' AND kind = 'r'")}
+    assert "r-solo" not in kept
+    assert "r-shared" in kept

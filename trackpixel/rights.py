@@ -180,13 +180,18 @@ def carry_out(conn: sqlite3.Connection, request_id: int,
     try:
         visitors = person_visitors(conn, sel)
         marks = ", ".join("?" for _ in visitors) or "NULL"
-        days = [row[0] for row in conn.execute(
-            f"SELECT DISTINCT local_day FROM events WHERE site_id = ? AND visitor_id IN ({marks})",
-            (site_id, *visitors))]
+        days: set[str] = set()
+        recipients: set[str] = set()
+        for day, recipient in conn.execute(
+                f"SELECT DISTINCT local_day, recipient FROM events WHERE site_id = ? "
+                f"AND visitor_id IN ({marks})", (site_id, *visitors)):
+            days.add(day)
+            if recipient is not None:
+                recipients.add(recipient)
         erased = conn.execute(
             f"DELETE FROM events WHERE site_id = ? AND visitor_id IN ({marks})",
             (site_id, *visitors)).rowcount
-        rollups.erase_visitors(conn, site_id, visitors, days)
+        rollups.erase_visitors(conn, site_id, visitors, sorted(days), recipients)
         sessions = _finish_request(conn, request_id, site_id, visitors, erased)
         conn.execute("COMMIT")
     except BaseException:

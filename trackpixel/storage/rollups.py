@@ -777,13 +777,14 @@ def expire(conn: sqlite3.Connection, site_id: str, first_kept_day: str,
 
 
 def erase_visitors(conn: sqlite3.Connection, site_id: str, visitor_ids: Sequence[str],
-                   affected_days: Sequence[str]) -> None:
+                   affected_days: Sequence[str], erased_recipients: Iterable[str] = ()) -> None:
     """Take erased visitors out of every rollup; call after deleting their raw events, in
     the same transaction.
 
     Day-level rows of ``affected_days`` (the days the erased events were on) are recomputed
     from the remaining raw events. The visitors' sessions are taken out of the session
-    groups, and their integer ids are deleted.
+    groups, and their integer ids are deleted, as are those of ``erased_recipients`` (the
+    erased events' recipients) that no remaining event names.
     """
     marks = ", ".join("?" for _ in visitor_ids) or "NULL"
     erased = [int(row[0]) for row in conn.execute(
@@ -830,6 +831,10 @@ def erase_visitors(conn: sqlite3.Connection, site_id: str, visitor_ids: Sequence
                      [(site_id, visitor) for visitor in visitor_ids])
     conn.executemany("DELETE FROM rollup_ids WHERE site_id = ? AND kind = 's' AND key = ?",
                      [(site_id, session_id) for session_id in erased_sessions])
+    conn.executemany(
+        "DELETE FROM rollup_ids WHERE site_id = ? AND kind = 'r' AND key = ? AND NOT EXISTS "
+        "(SELECT 1 FROM events WHERE site_id = rollup_ids.site_id AND recipient = rollup_ids.key)",
+        [(site_id, recipient) for recipient in erased_recipients])
 
 
 # ---------------------------------------------------------------------------------------
