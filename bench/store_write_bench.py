@@ -26,6 +26,26 @@ from trackpixel.storage.records import EVENT_COLUMNS, EventRow, ProcessedBatch
 from trackpixel.storage.sqlite import SqliteStore
 
 
+def time_writes(events: list[EventRow], batch: int) -> tuple[float, list[tuple[int, float]]]:
+    """Store ``events`` in batches into a new database; return the total seconds and the
+    (events stored, seconds) marks at each quarter."""
+    marks = []
+    with tempfile.TemporaryDirectory() as directory:
+        store = SqliteStore(Path(directory) / "trackpixel.db")
+        store.conn.execute(
+            "INSERT INTO sites (id, domain, allowed_domains, timezone, api_key_hash, cookies, "
+            "created_ts) VALUES (?, 'bench.example', '[]', ?, '', 1, 0)", (SITE_ID, ZONE))
+        quarter = max(1, len(events) // batch // 4)
+        started = time.perf_counter()
+        for start in range(0, len(events), batch):
+            store.write_batch(ProcessedBatch("spool", start, events[start:start + batch], [], []))
+            if (start // batch + 1) % quarter == 0:
+                marks.append((start + batch, time.perf_counter() - started))
+        elapsed = time.perf_counter() - started
+        store.close()
+    return elapsed, marks
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=200_000)
@@ -36,23 +56,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.no_rollups:
         rollups.apply_events = lambda conn, events: None
+
     events = [EventRow(**dict(zip(EVENT_COLUMNS, row, strict=True)))
               for row in generate_rows(args.events, args.days, date(2025, 3, 31), seed=1)]
     events.sort(key=lambda event: event.ts)
-    with tempfile.TemporaryDirectory() as directory:
-        store = SqliteStore(Path(directory) / "trackpixel.db")
-        store.conn.execute(
-            "INSERT INTO sites (id, domain, allowed_domains, timezone, api_key_hash, cookies, "
-            "created_ts) VALUES (?, 'bench.example', '[]', ?, '', 1, 0)", (SITE_ID, ZONE))
-        started = time.perf_counter()
-        marks = []
-        for start in range(0, len(events), args.batch):
-            store.write_batch(ProcessedBatch("spool", start, events[start:start + args.batch],
-                                             [], []))
-            if (start // args.batch + 1) % max(1, len(events) // args.batch // 4) == 0:
-                marks.append((start + args.batch, time.perf_counter() - started))
-        elapsed = time.perf_counter() - started
-        store.close()
+    elapsed, marks = time_writes(events, args.batch)
+
     label = "without rollups" if args.no_rollups else "with rollups"
     print(f"{len(events)} events in batches of {args.batch}, {label}: {elapsed:.1f} s, "
           f"{elapsed / len(events) * 1e6:.0f} µs per event")
@@ -61,7 +70,6 @@ def main() -> None:
         rate = (seconds - previous_time) / (count - previous_count) * 1e6
         print(f"  events {previous_count}-{count}: {rate:.0f} µs per event")
         previous_count, previous_time = count, seconds
-
 
 if __name__ == "__main__":
     main()

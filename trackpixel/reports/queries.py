@@ -825,15 +825,14 @@ ORDER BY machine_opens DESC, campaign_key
     return Sql(text, params)
 
 
-
 # ClickHouse reports over ``session_events`` and ``page_events``.
 #
 # ``session_events`` contains the aggregate states of people's events per site, local day,
 # session, visitor and breakdown values. ``page_events`` contains page-view counts and visitor
 # sets per site, local day and path (trackpixel.storage.clickhouse_schema).
 # Merging the states of the range's days per session gives the figures that grouping the
-# range's events by session gives, and distinct counts over the rows equal those over the
-# events, so these queries return the rows of the raw queries above while reading about one
+# range's events by session gives. Distinct counts over the rows equal those over the
+# events. So these queries return the rows of the raw queries above while reading about one
 # row per session and day, or per path and day, instead of one per event. They apply to
 # queries without filters or goal; the builders above keep the raw SQL otherwise.
 # ``finalizeAggregation`` gives one row's own figure; rows with the same key that a merge has

@@ -518,7 +518,7 @@ def _funnel_from_rollups(store: EventStore, query: ReportQuery,
 def _funnel_from_events(store: EventStore, query: ReportQuery, steps: list[FunnelStep],
                         window_ms: int) -> tuple[list[int], list[int], bool]:
     """Count a funnel over its matching raw events with ``from_rollups.count_funnel``, as
-    the rollups count it. The flag tells whether every matching event was read."""
+    the rollups count it. The flag is true when every matching event was read."""
     conditions = [(step.kind, step.value, step.prop, step.prop_value) for step in steps]
     rows = _run(store, queries.funnel_matches(query, conditions, MAX_FUNNEL_ROWS,
                                               dialect=_dialect(store)))

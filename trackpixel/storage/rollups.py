@@ -552,14 +552,14 @@ PAGE_VIEW_NAME = "page_view"
 
 
 def step_key(kind: str, value: str) -> str:
-    """The ``rollup_steps`` key of a funnel step: ``event`` and an event name, or ``page``
-    and a path."""
+    """Return the ``rollup_steps`` key of a funnel step: ``event`` and an event name, or
+    ``page`` and a path."""
     return f"{'p' if kind == 'page' else 'n'}{SEP}{value}"
 
 
 def has_step_key(kind: str, value: str) -> bool:
-    """Whether the rollups keep the events of this step. Page views are kept by path only,
-    so an event step naming page views reads raw events."""
+    """Return whether the rollups keep the events of this step. Page views are kept by path
+    only, so an event step naming page views reads raw events."""
     return kind == "page" or value != PAGE_VIEW_NAME
 
 
@@ -624,7 +624,8 @@ def step_chunks(conn: sqlite3.Connection, site_id: str, key: str, from_day: str,
 
 
 def part_ready(conn: sqlite3.Connection, part: str) -> bool:
-    """Whether a rollup part added by a later migration covers the events stored before it."""
+    """Return whether a rollup part added by a later migration covers the events stored
+    before it."""
     try:
         row = conn.execute("SELECT ready FROM rollup_parts WHERE part = ?", (part,)).fetchone()
     except sqlite3.OperationalError:
@@ -707,8 +708,8 @@ def rebuild_site(conn: sqlite3.Connection, site_id: str, progress: Any = None,
     ``progress``, when given, is called with the number of events done after each batch.
     Pass ``covers_all`` when every other site's rollups are known to be complete, so that
     reports may use them afterwards. Pass ``fills_parts`` too only when every other site was
-    rebuilt since the migration that added the ``rollup_parts`` still not ready: the
-    watermark says nothing about those parts.
+    rebuilt since the migration that added the ``rollup_parts`` still not ready, because the
+    watermark does not cover those parts.
     """
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -863,7 +864,7 @@ class Group:
     extra: set[int] = field(default_factory=set)
 
     def visitors(self) -> int:
-        """The number of distinct visitors of the group's sessions."""
+        """Return the number of distinct visitors of the group's sessions."""
         members = BitMap.union(BitMap(self.extra),
                                *(BitMap.deserialize(blob) for blob in self.blobs))
         return len(members)
