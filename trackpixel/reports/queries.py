@@ -327,7 +327,13 @@ def property_value(dialect: str, key_param: str, alias: str = "") -> str:
         # 18.16 has no function that reads a JSON value as text.
         return (f"if(has({prefix}prop_keys, :{key_param}), "
                 f"{prefix}prop_values[indexOf({prefix}prop_keys, :{key_param})], NULL)")
-    return f"CAST(json_extract({prefix}props, :{key_param}) AS TEXT)"
+    # A string value compares as it is and any other value as its JSON text ('true', 'null',
+    # '1.5'), as ``property_items`` writes it. Property text that is not JSON matches nothing.
+    # NOTE: json_extract cuts a string at its first NUL character, so such a value never matches.
+    props = f"{prefix}props"
+    return (f"CASE WHEN NOT json_valid({props}) THEN NULL "
+            f"WHEN json_type({props}, :{key_param}) = 'text' "
+            f"THEN json_extract({props}, :{key_param}) ELSE {props} -> :{key_param} END")
 
 
 def property_key_param(dialect: str, key: str) -> str:
