@@ -690,18 +690,21 @@ LIMIT :limit
 
 
 def email_campaigns(query: ReportQuery, *, dialect: str = "sqlite") -> Sql:
-    """Per email campaign: opens, unique human opens, machine opens, human clicks."""
+    """Per email campaign: opens, unique human opens, machine opens, human clicks.
+
+    Unique counts use the visitor id: the recipient's where analytics consent allows it,
+    otherwise the daily device hash, so opens without consent still count as people."""
     where, params = dashboard_where(query, dialect=dialect, people=False)
     params["limit"] = query.limit
     text = f"""
 SELECT campaign,
        SUM(CASE WHEN kind = 'email_open' THEN 1 ELSE 0 END) AS opens,
        COUNT(DISTINCT CASE WHEN kind = 'email_open' AND machine_open = 0 AND is_bot = 0
-                           THEN recipient END) AS unique_human_opens,
+                           THEN visitor_id END) AS unique_human_opens,
        SUM(CASE WHEN kind = 'email_open' AND machine_open = 1 THEN 1 ELSE 0 END)
            AS machine_opens,
        SUM(CASE WHEN kind = 'click' AND is_bot = 0 THEN 1 ELSE 0 END) AS clicks,
-       COUNT(DISTINCT CASE WHEN kind = 'click' AND is_bot = 0 THEN recipient END)
+       COUNT(DISTINCT CASE WHEN kind = 'click' AND is_bot = 0 THEN visitor_id END)
            AS unique_clicks
 FROM events
 WHERE {where} AND kind IN ('email_open', 'click') AND campaign IS NOT NULL

@@ -402,8 +402,12 @@ def event_properties(store: EventStore, site: Site, query: ReportQuery, *,
 
 def email_campaigns(store: EventStore, site: Site, query: ReportQuery) -> Table:
     """Email opens and clicks per campaign; click-to-open is unique clicks over unique opens."""
-    rows = _rows(store, query, lambda: queries.email_campaigns(query, dialect=_dialect(store)),
-                 lambda conn: from_rollups.email_campaigns(conn, query))
+    conn = _rollups(store, query)
+    if conn is not None and rollups.part_ready(conn, "email_visitors"):
+        rows = [list(row) for row in from_rollups.email_campaigns(conn, query)]
+    else:
+        rows = [list(row) for row in _run(store, queries.email_campaigns(
+            query, dialect=_dialect(store)))]
     table = Table("Email campaigns", ["campaign", "opens", "unique_human_opens",
                                       "machine_opens", "clicks", "unique_clicks"], rows)
     table.columns.append("click_to_open_pct")

@@ -213,15 +213,16 @@ def _day_facts(event: EventLike, visitor: int, session: int, recipient: int | No
             delta.add((site, "ad", day, ad),
                       (1 if kind == "impression" else 0, 0, 0, 0, 0.0, 0.0,
                        1 if kind == "click" else 0), None)
-    # Email and data-quality figures include bots and machine opens.
+    # Email and data-quality figures include bots and machine opens. Unique opens and
+    # clicks count people's visitor ids, which follow the recipient where consent allows.
     if kind == "email_open" and event.campaign is not None:
         human = not event.machine_open and not event.is_bot
         delta.add((site, "email_open", day, event.campaign),
-                  (1, 0, 0, 0, 0.0, 0.0, event.machine_open), recipient if human else None)
+                  (1, 0, 0, 0, 0.0, 0.0, event.machine_open), visitor if human else None)
     if kind == "click" and event.campaign is not None:
         delta.add((site, "email_click", day, event.campaign),
                   (0 if event.is_bot else 1, 0, 0, 0, 0.0, 0.0, 0),
-                  None if event.is_bot else recipient)
+                  None if event.is_bot else visitor)
     if event.is_bot:
         delta.add((site, "bot_reason", day, event.bot_reason or ""),
                   (1, 0, 0, 0, 0.0, 0.0, 0), visitor)
