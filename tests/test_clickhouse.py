@@ -4,6 +4,7 @@ and faults (ClickHouse stopped under load, a collector killed with SIGKILL)."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -19,14 +20,15 @@ from clickhouse_fixtures import (  # noqa: F401 - pytest fixtures
     clickhouse_binary,
     generated_batches,
 )
-from server import Server, SiteInfo, cli, wait_drained
+from server import Server, SiteInfo, cli, free_port, wait_drained
 
 from trackpixel.reports import run as reports
 from trackpixel.reports.queries import ReportQuery
 from trackpixel.sites import add_site
 from trackpixel.storage.clickhouse import ClickHouseStore
 from trackpixel.storage.copy import copy_store
-from trackpixel.storage.sqlite import SqliteStore
+from trackpixel.storage.sqlite import SqliteStore, connect
+from trackpixel.web import auth
 
 PAGE = quote("http://localhost/load", safe="")
 UA = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -301,3 +303,58 @@ def test_cursor_failure_replays_once(clickhouse: ClickHouseServer, tmp_path: Pat
     assert stored == [(30, 30)]
     events.close()
     state.close()
+
+
+def api_token(data_dir: Path) -> str:
+    """Return an API token of a new admin user of ``data_dir``."""
+    conn = connect(data_dir / "trackpixel.db")
+    try:
+        user = auth.add_user(conn, "owner@example.com", "admin", "correct horse battery", [])
+        return auth.create_token(conn, user)
+    finally:
+        conn.close()
+
+
+def test_report_api_reads_clickhouse(clickhouse: ClickHouseServer, data_dir: Path,  # noqa: F811
+                                     site: SiteInfo) -> None:
+    url = database_url(clickhouse, "web_reports")
+    token = api_token(data_dir)
+    server = Server(data_dir, extra=("--store", url)).start()
+    try:
+        for browser in range(3):
+            agent = UA.replace("Chrome/131.0.0.0", f"Chrome/131.0.{browser}.0")
+            for number in range(2):
+                response = httpx.get(f"{server.base}/p.gif?s={site.id}&u={PAGE}&e=Load"
+                                     f"&id=web-{browser}-{number}",
+                                     headers={"User-Agent": agent})
+                assert response.status_code == 200
+        wait_drained(data_dir)
+        assert len(wait_stored(url, site.id, 6)) == 6
+        headers = {"Authorization": f"Bearer {token}"}
+        events = httpx.get(f"{server.base}/api/v1/reports/events?site={site.id}",
+                           headers=headers).json()
+    finally:
+        server.stop()
+    # The server's SQLite database holds no events: the figures come from ClickHouse.
+    conn = sqlite3.connect(data_dir / "trackpixel.db")
+    try:
+        assert conn.execute("SELECT COUNT(*) FROM events").fetchone() == (0,)
+    finally:
+        conn.close()
+    assert "rows" in events, events
+    assert events["columns"] == ["name", "events", "visitors", "total_value"]
+    assert events["rows"] == [["Load", 6, 3, 0.0]]
+
+
+def test_report_api_store_down(clickhouse: ClickHouseServer, data_dir: Path,  # noqa: F811
+                               site: SiteInfo) -> None:
+    token = api_token(data_dir)
+    unused = f"clickhouse://127.0.0.1:{free_port()}/nowhere"
+    server = Server(data_dir, extra=("--store", unused)).start()
+    try:
+        response = httpx.get(f"{server.base}/api/v1/reports/overview?site={site.id}",
+                             headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    finally:
+        server.stop()
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "store_unavailable"

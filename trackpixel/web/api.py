@@ -20,7 +20,14 @@ from trackpixel.reports.run import Table
 from trackpixel.sites import Site, UnknownSite, get_site
 from trackpixel.web import auth
 from trackpixel.web.context import config, database, json_error, session_for, visible_sites
-from trackpixel.web.reports import REPORTS, ParamError, ReportRequest, parse_request, run_report
+from trackpixel.web.reports import (
+    REPORTS,
+    ParamError,
+    ReportRequest,
+    ReportUnavailable,
+    parse_request,
+    run_report,
+)
 
 log = logging.getLogger("trackpixel.web.api")
 
@@ -98,11 +105,16 @@ def report(request: Request) -> Response:
     try:
         parsed = parse_request(site, request.query_params,
                                request.query_params.getlist("step"))
-        table = run_report(config(request).db_path, name, site, parsed)
+        settings = config(request)
+        table = run_report(settings.db_path, name, site, parsed, settings.store_url)
     except ParamError as exc:
         return json_error(400, "invalid_parameter", str(exc), {"param": exc.param})
     except ValueError as exc:
         return json_error(400, "invalid_parameter", str(exc))
+    except ReportUnavailable as exc:
+        log.error("report %s for site %s failed: %s", name, site.id, exc)
+        return json_error(503, "store_unavailable",
+                          "the event store cannot be reached; try again shortly")
     except RuntimeError as exc:
         log.error("report %s for site %s failed: %s", name, site.id, exc)
         return json_error(500, "report_failed", "the report query failed; see the server log")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -9,6 +10,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from trackpixel.config import DataDir
+from trackpixel.storage.backends import STORE_ENV, resolve_store_url
 from trackpixel.storage.sqlite import connect, migrate
 from trackpixel.web import api, openapi, views
 from trackpixel.web.context import WebConfig, make_templates
@@ -38,6 +40,9 @@ def create_web_app(data_dir: DataDir) -> Starlette:
         Route("/{path:path}", api.not_found),
     ]
     app = Starlette(routes=routes)
+    # `trackpixel serve` passes its --store to the workers in the environment.
+    store_url = resolve_store_url(data_dir, os.environ.get(STORE_ENV))
     app.state.web = WebConfig(db_path=data_dir.db_path, templates=make_templates(),
+                              store_url=store_url,
                               trusted_proxies=data_dir.settings().trusted_proxies)
     return app

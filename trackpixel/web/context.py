@@ -24,6 +24,8 @@ from trackpixel.web import auth
 class WebConfig:
     db_path: Path
     templates: Environment
+    # The event store reports read: "sqlite" (the database at db_path) or a ClickHouse URL.
+    store_url: str = "sqlite"
     # Proxies whose X-Forwarded-For is believed, as in the collector's settings.
     trusted_proxies: tuple[Network, ...] = ()
 

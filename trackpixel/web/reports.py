@@ -7,17 +7,23 @@ with the same query string describe the same data.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trackpixel.reports import run
 from trackpixel.reports.queries import PROPERTY_FILTER_PREFIX, ReportQuery
 from trackpixel.reports.run import FunnelStep, Table
 from trackpixel.sites import Site
+from trackpixel.storage.backends import SQLITE_URL
+from trackpixel.storage.records import StoreUnavailable
 from trackpixel.storage.sqlite import connect
+
+if TYPE_CHECKING:
+    from trackpixel.storage.clickhouse import ClickHouseStore
 
 # URL parameter -> events column, for the filters every report accepts.
 FILTER_PARAMS = {
@@ -204,6 +210,10 @@ def parse_request(site: Site, params: Mapping[str, str], steps: list[str]) -> Re
                          filters=filters)
 
 
+class ReportUnavailable(RuntimeError):
+    """The event store could not be reached; retrying later may succeed."""
+
+
 class ReadStore:
     """A read-only view of the data directory's SQLite database for report queries."""
 
@@ -219,8 +229,33 @@ class ReadStore:
         self.conn.close()
 
 
-def run_report(db_path: Path, name: str, site: Site, request: ReportRequest) -> Table:
+# One ClickHouse connection per request thread and store URL: the driver's client is not
+# safe to share between threads, and the dashboard runs its handlers in a thread pool.
+_clickhouse_clients = threading.local()
+
+
+def _clickhouse_store(url: str) -> ClickHouseStore:
+    from trackpixel.storage.clickhouse import ClickHouseStore
+
+    stores: dict[str, ClickHouseStore] = getattr(_clickhouse_clients, "stores", None) or {}
+    _clickhouse_clients.stores = stores
+    if url not in stores:
+        # The processor applies the migrations; the dashboard only reads.
+        stores[url] = ClickHouseStore(url, apply_migrations=False)
+    return stores[url]
+
+
+def run_report(db_path: Path, name: str, site: Site, request: ReportRequest,
+               store_url: str = SQLITE_URL) -> Table:
+    """Run report ``name`` on the event store at ``store_url``: the data directory's SQLite
+    database at ``db_path``, or ClickHouse.
+
+    Raises ``ReportUnavailable`` when ClickHouse cannot be reached and ``RuntimeError`` when
+    a query fails.
+    """
     spec = REPORTS[name]
+    if store_url != SQLITE_URL:
+        return _run_on_clickhouse(store_url, spec, site, request)
     store = ReadStore(db_path)
     try:
         return spec.run(store, site, request)
@@ -228,3 +263,17 @@ def run_report(db_path: Path, name: str, site: Site, request: ReportRequest) -> 
         raise RuntimeError(f"report {name} failed: {exc}") from exc
     finally:
         store.close()
+
+
+def _run_on_clickhouse(url: str, spec: ReportSpec, site: Site,
+                       request: ReportRequest) -> Table:
+    from clickhouse_driver import errors
+
+    try:
+        return spec.run(_clickhouse_store(url), site, request)
+    except (StoreUnavailable, errors.NetworkError, EOFError, OSError) as exc:
+        _clickhouse_clients.stores.pop(url, None)
+        raise ReportUnavailable(f"ClickHouse is unavailable: {exc}") from exc
+    except errors.Error as exc:
+        _clickhouse_clients.stores.pop(url, None)
+        raise RuntimeError(f"report {spec.name} failed: {exc}") from exc

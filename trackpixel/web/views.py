@@ -178,7 +178,8 @@ def view(request: Request) -> Response:
             tables.append((report, None, None))
             continue
         try:
-            table = run_report(config(request).db_path, report, site, parsed)
+            settings = config(request)
+            table = run_report(settings.db_path, report, site, parsed, settings.store_url)
         except (ValueError, RuntimeError) as exc:
             error = str(exc)
             continue
