@@ -45,6 +45,9 @@ def test_export_and_erase_on_clickhouse(clickhouse: ClickHouseServer,  # noqa: F
     try:
         _send_person(server, site, "person-a-cookie", "a@example.org")
         _send_person(server, site, "person-b-cookie", "b@example.org")
+        for cookie in ("person-a-cookie", "person-b-cookie"):
+            httpx.get(f"{server.base}/p.gif?s={site.id}&u=http%3A%2F%2Flocalhost%2F"
+                      f"&vid={cookie}&v=abc", headers={"User-Agent": UA})
         wait_drained(data_dir)
         store = ClickHouseStore(url)
         assert _count(store) == 6
@@ -76,6 +79,9 @@ def test_export_and_erase_on_clickhouse(clickhouse: ClickHouseServer,  # noqa: F
     assert query(data_dir, "SELECT selector_hashes FROM privacy_requests") == [(None,)]
     remaining = store.query("SELECT DISTINCT visitor_id FROM events", {})
     assert len(remaining) == 1
+    rejected = store.query("SELECT raw FROM rejected_hits", {})
+    assert len(rejected) == 1
+    assert "vid=person-b-cookie" in str(rejected[0][0])
 
 
 def test_retention_on_clickhouse(clickhouse: ClickHouseServer,  # noqa: F811

@@ -247,3 +247,149 @@ def test_robots_and_health(server: Server) -> None:
 
     assert "Disallow: /p.gif" in robots.text
     assert health.json()["status"] == "ok"
+
+
+@dataclass(frozen=True)
+class AddressInUrlCase:
+    name: str
+    param: str
+    sent: str
+    column: str
+    stored: str
+
+
+ADDRESS_IN_URL_CASES = [
+    AddressInUrlCase("page url", "u", "http://localhost/thanks?addr=url.person@example.org&plan=pro",
+                     "url", "http://localhost/thanks?addr=redacted&plan=pro"),
+    AddressInUrlCase("referrer", "r",
+                     "http://localhost/thanks?addr=url.person@example.org&plan=pro",
+                     "referrer", "http://localhost/thanks?addr=redacted&plan=pro"),
+    AddressInUrlCase("user info", "u", "http://url.person@evil.example@localhost/a", "url",
+                     "http://redacted@localhost/a"),
+    AddressInUrlCase("encoded twice", "u",
+                     "http://localhost/go?next=" + quote("/thanks?addr=url.person@example.org"
+                                                         "&plan=pro", safe=""),
+                     "url", "http://localhost/go?next=%2Fthanks%3Faddr%3Dredacted%26plan%3Dpro"),
+]
+
+
+@pytest.mark.parametrize("case", ADDRESS_IN_URL_CASES,
+                         ids=[case.name for case in ADDRESS_IN_URL_CASES])
+def test_pixel_url_address_masked(server: Server, site: SiteInfo, data_dir: Path,
+                                  case: AddressInUrlCase) -> None:
+    params = f"s={site.id}&e=Thanks&{case.param}={quote(case.sent, safe='')}"
+    if case.param != "u":
+        params += f"&u={PAGE}"
+    response = httpx.get(f"{server.base}/p.gif?{params}", headers={"User-Agent": BROWSER_UA})
+
+    assert response.content == GIF
+    assert _rejections(data_dir) == []
+    stored = query(data_dir, f"SELECT {case.column} FROM events")
+    assert stored == [(case.stored,)]
+
+
+def test_pixel_cut_leaves_no_address_part(server: Server, site: SiteInfo,
+                                          data_dir: Path) -> None:
+    head = f"s={site.id}&u={PAGE}&p.x="
+    # The address starts 8 bytes before the 8192-byte cut of max_query_bytes, and its
+    # masked form ends right at the cut.
+    query_string = head + "a" * (8192 - len(head) - 13) + "&p.y=straddle.person%40example.org"
+    httpx.get(f"{server.base}/p.gif?{query_string}", headers={"User-Agent": BROWSER_UA})
+
+    rejected = _rejections(data_dir)
+    assert [row[0] for row in rejected] == ["too_large"]
+    raw = bytes(rejected[0][2])
+    assert raw.endswith(b"&p.y=redacted")
+    assert b"straddle" not in raw
+
+
+def test_pixel_at_http_server_uri_limit(server: Server, site: SiteInfo, data_dir: Path) -> None:
+    """granian 2.8.9 answers 414 itself to a request target longer than 65,534 bytes, which is
+    ``/p.gif?`` and 65,527 bytes of query string; up to that the pixel answers."""
+    head = f"s={site.id}&u={PAGE}&p.x="
+    longest = head + "a" * (65_527 - len(head))
+    # httpx refuses URLs this long, so the requests are written to the socket.
+    largest = _raw_get(server.port, f"/p.gif?{longest}")
+    beyond = _raw_get(server.port, f"/p.gif?{longest}a")
+
+    assert largest.startswith(b"HTTP/1.1 200")
+    assert largest.endswith(GIF)
+    assert beyond.startswith(b"HTTP/1.1 414")
+    rejected = _rejections(data_dir)
+    assert [row[0] for row in rejected] == ["too_large"]
+    assert rejected[0][1] == "query string of 65527 bytes exceeds 8192"
+
+
+def _raw_get(port: int, target: str) -> bytes:
+    request = (f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: {BROWSER_UA}\r\n"
+               "Connection: close\r\n\r\n").encode("ascii")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    return reply
+
+
+def test_head_requests_record_nothing(server: Server, site: SiteInfo, data_dir: Path) -> None:
+    open_tag = cli(data_dir, "email-pixel", "--site", site.id, "--campaign", "c1", "--recipient",
+                   "r1", "--collector", server.base).stdout
+    open_url = f"{server.base}/o/{open_tag.split('/o/')[1].split('.gif')[0]}.gif"
+    click_url = cli(data_dir, "link", "https://example.com/offer", "--site", site.id,
+                    "--collector", server.base).stdout.strip()
+    headers = {"User-Agent": BROWSER_UA}
+
+    pixel = httpx.head(f"{server.base}/p.gif?s={site.id}&u={PAGE}", headers=headers)
+    opened = httpx.head(open_url, headers=headers)
+    clicked = httpx.head(click_url, headers=headers)
+    tampered = httpx.head(click_url[:-2] + ("AA" if not click_url.endswith("AA") else "BB"),
+                          headers=headers)
+    # One GET afterwards shows that the HEAD requests were spooled before it if at all.
+    httpx.get(f"{server.base}/p.gif?s={site.id}&u={PAGE}&e=After", headers=headers)
+
+    assert pixel.status_code == 200
+    assert pixel.headers["content-type"] == "image/gif"
+    assert pixel.headers["content-length"] == str(len(GIF))
+    assert pixel.headers["cache-control"] == "no-store, no-cache, must-revalidate, private"
+    assert opened.status_code == 200
+    assert opened.headers["content-type"] == "image/gif"
+    assert clicked.status_code == 302
+    assert clicked.headers["location"] == "https://example.com/offer"
+    assert tampered.status_code == 400
+    assert _rejections(data_dir) == []
+    assert query(data_dir, "SELECT name FROM events") == [("After",)]
+
+
+def test_pixel_other_methods_rejected(server: Server, site: SiteInfo, data_dir: Path) -> None:
+    url = f"{server.base}/p.gif?s={site.id}&u={PAGE}"
+    responses = [httpx.request(method, url, headers={"User-Agent": BROWSER_UA})
+                 for method in ("POST", "DELETE", "FOO")]
+
+    for response in responses:
+        assert response.status_code == 200
+        assert response.content == GIF
+    rejected = _rejections(data_dir)
+    assert [row[0] for row in rejected] == ["method_not_allowed"] * 3
+    assert [row[1] for row in rejected] == [
+        f"the pixel records GET requests, not {method}" for method in ("POST", "DELETE", "FOO")]
+    assert query(data_dir, "SELECT COUNT(*) FROM events") == [(0,)]
+
+
+def test_open_and_click_other_methods(server: Server, site: SiteInfo, data_dir: Path) -> None:
+    open_tag = cli(data_dir, "email-pixel", "--site", site.id, "--campaign", "c1", "--recipient",
+                   "r1", "--collector", server.base).stdout
+    open_url = f"{server.base}/o/{open_tag.split('/o/')[1].split('.gif')[0]}.gif"
+    click_url = cli(data_dir, "link", "https://example.com/offer", "--site", site.id,
+                    "--collector", server.base).stdout.strip()
+
+    opened = httpx.post(open_url, headers={"User-Agent": BROWSER_UA})
+    clicked = httpx.post(click_url, headers={"User-Agent": BROWSER_UA})
+
+    assert opened.status_code == 200
+    assert opened.content == GIF
+    assert clicked.status_code == 405
+    assert clicked.headers["allow"] == "GET, HEAD"
+    assert "location" not in clicked.headers
+    assert clicked.json()["error"]["code"] == "method_not_allowed"
+    assert [row[0] for row in _rejections(data_dir)] == ["method_not_allowed"] * 2
+    assert query(data_dir, "SELECT COUNT(*) FROM events") == [(0,)]

@@ -309,3 +309,166 @@ def test_retention_rolls_up_then_deletes(data_dir: Path, site: SiteInfo) -> None
     assert query(data_dir, "SELECT COUNT(*) FROM events") == [(0,)]
     assert query(data_dir, "SELECT local_day, name, events, visitors FROM daily_rollups") == [
         (day, "page_view", 3, 1)]
+
+
+def _files_bytes(directory: Path) -> bytes:
+    """Return the bytes of every file under ``directory``: databases, spools, WALs, logs."""
+    return b"".join(path.read_bytes() for path in sorted(directory.rglob("*")) if path.is_file())
+
+
+def _digest(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+REJECTED_PHONE = "+64 21 555 1234"
+
+
+def test_api_rejection_hashes_contact_details(server: Server, site: SiteInfo,
+                                               data_dir: Path) -> None:
+    contact = {"email": "rejected.person@example.org", "phone": REJECTED_PHONE,
+               "first_name": "Zanzibar", "city": "Timaru"}
+    batch = {"events": [{"name": "Lead", "event_id": "r1", "user_data": contact},
+                        {"event_id": "r2"}]}
+    endpoint = f"{server.base}/api/v1/events"
+    invalid = httpx.post(endpoint, json=batch, headers={"Authorization": f"Bearer {site.api_key}"})
+    unauthorized = httpx.post(endpoint, json=batch, headers={"Authorization": "Bearer wrong"})
+    malformed = httpx.post(endpoint, headers={"Authorization": f"Bearer {site.api_key}"},
+                           content=b'{"events": [{"user_data": {"phone": "+64 21 555 1234", '
+                                   b'"first_name": "Zanzibar"')
+    wait_drained(data_dir)
+
+    assert (invalid.status_code, unauthorized.status_code, malformed.status_code) == (
+        400, 401, 400)
+    rows = query(data_dir, "SELECT reason, raw FROM rejected_hits ORDER BY id")
+    assert [row[0] for row in rows] == ["invalid_field", "unauthorized", "malformed_json"]
+    for _reason, raw in rows:
+        assert b"555 1234" not in bytes(raw)
+        assert b"Zanzibar" not in bytes(raw)
+        assert b"rejected.person" not in bytes(raw)
+    stored = json.loads(bytes(rows[0][1]))["events"][0]["user_data"]
+    assert stored == {"em": _digest("rejected.person@example.org"), "ph": _digest("64215551234"),
+                      "fn": _digest("zanzibar"), "city": "redacted"}
+    assert bytes(rows[2][1]) == (b'{"events": [{"user_data": {"phone": "redacted", '
+                                 b'"first_name": "redacted"')
+    on_disk = _files_bytes(data_dir)
+    assert REJECTED_PHONE.encode() not in on_disk
+    assert b"Zanzibar" not in on_disk
+
+
+def test_beacon_escaped_user_data_key(server: Server, site: SiteInfo, data_dir: Path) -> None:
+    # "\u0075d" is "ud" written with a JSON escape.
+    event = '{"e": "Lead", "u": "http://localhost/apply", ' \
+            '"\\u0075d": {"email": "escaped.person@example.org"}}'
+    body = f'{{"s": "{site.id}", "events": [{event}]}}'
+    response = httpx.post(f"{server.base}/e", content=body, headers={"User-Agent": UA})
+    spooled = _files_bytes(data_dir / "spool")
+    wait_drained(data_dir)
+
+    assert response.status_code == 204
+    assert b"escaped.person" not in spooled
+    stored = query(data_dir, "SELECT user_data FROM events")
+    assert stored == [(json.dumps({"em": _digest("escaped.person@example.org")},
+                                  separators=(",", ":")),)]
+
+
+def test_referer_and_beacon_masked_in_spool(server: Server, site: SiteInfo,
+                                            data_dir: Path) -> None:
+    httpx.get(f"{server.base}/p.gif?s={site.id}&e=FromReferer", headers={
+        "User-Agent": UA, "Referer": "http://localhost/welcome?addr=referer.person@example.org"})
+    httpx.post(f"{server.base}/e", headers={"User-Agent": UA}, content=json.dumps(
+        {"s": site.id, "events": [{"e": "FromBeacon", "t": "Hello title.person@example.org",
+                                   "u": "http://localhost/hi?addr=url.person@example.org"}]}))
+    spooled = _files_bytes(data_dir / "spool")
+    wait_drained(data_dir)
+
+    for sent in (b"referer.person", b"title.person", b"url.person"):
+        assert sent not in spooled
+    stored = query(data_dir, "SELECT name, url, title FROM events ORDER BY name")
+    assert stored == [("FromBeacon", "http://localhost/hi?addr=redacted", "Hello redacted"),
+                      ("FromReferer", "http://localhost/welcome?addr=redacted", None)]
+
+
+def test_properties_masked_on_both_paths(server: Server, site: SiteInfo,
+                                         data_dir: Path) -> None:
+    httpx.get(f"{server.base}/p.gif?s={site.id}&e=Prop&u={quote(PAGE, safe='')}"
+              f"&p.contact=prop.person%40example.org&p.plan=pro", headers={"User-Agent": UA})
+    httpx.post(f"{server.base}/e", headers={"User-Agent": UA}, content=json.dumps(
+        {"s": site.id, "events": [{"e": "Prop", "u": PAGE,
+                                   "p": {"contact": "prop.person@example.org", "plan": "pro"}}]}))
+    wait_drained(data_dir)
+
+    stored = query(data_dir, "SELECT source, props FROM events ORDER BY source")
+    assert [(source, json.loads(str(props))) for source, props in stored] == [
+        ("beacon", {"contact": "redacted", "plan": "pro"}),
+        ("pixel", {"contact": "redacted", "plan": "pro"})]
+    assert b"prop.person" not in _files_bytes(data_dir)
+
+
+def _rejected_raws(data_dir: Path) -> list[bytes]:
+    return [bytes(row[0]) for row in query(data_dir, "SELECT raw FROM rejected_hits "
+                                                     "WHERE raw IS NOT NULL ORDER BY id")]
+
+
+def test_erase_by_email_removes_rejected_hits(server: Server, site: SiteInfo,
+                                              data_dir: Path) -> None:
+    _person_events(server, site, "person-d-cookie", "d.person@example.org")
+    headers = {"User-Agent": UA}
+    for cookie in ("person-d-cookie", "person-e-cookie"):
+        httpx.get(f"{server.base}/p.gif?s={site.id}&u={quote(PAGE, safe='')}&vid={cookie}"
+                  "&v=abc", headers=headers)
+    httpx.post(f"{server.base}/e", headers=headers, content=json.dumps(
+        {"s": site.id, "vid": "person-d-cookie", "events": [{"e": "Bad", "u": "javascript:x"}]}))
+    httpx.post(f"{server.base}/api/v1/events", headers={"Authorization": f"Bearer {site.api_key}"},
+               json={"events": [{"event_id": "no-name",
+                                 "user_data": {"email": "d.person@example.org"}}]})
+    wait_drained(data_dir)
+    before = _rejected_raws(data_dir)
+
+    cli(data_dir, "privacy", "erase", "d.person@example.org", "--by", "email", "--site", site.id)
+
+    digest = _digest("d.person@example.org").encode()
+    assert len(before) == 4
+    assert sum(b"person-d-cookie" in raw or digest in raw for raw in before) == 3
+    after = _rejected_raws(data_dir)
+    assert len(after) == 1
+    assert b"vid=person-e-cookie" in after[0]
+
+
+def test_erase_by_visitor_removes_rejected_hits(server: Server, site: SiteInfo,
+                                                data_dir: Path) -> None:
+    """A visitor with rejected hits only, and no stored event, is still erased from them."""
+    for cookie in ("person-f-cookie", "person-g-cookie"):
+        httpx.get(f"{server.base}/p.gif?s={site.id}&u={quote(PAGE, safe='')}&vid={cookie}"
+                  "&cur=dollars&v=1", headers={"User-Agent": UA})
+    wait_drained(data_dir)
+
+    cli(data_dir, "privacy", "erase", "person-f-cookie", "--site", site.id)
+
+    after = _rejected_raws(data_dir)
+    assert len(after) == 1
+    assert b"vid=person-g-cookie" in after[0]
+
+
+def test_spool_overwrites_deleted_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The spool turns secure_delete on itself, also where the SQLite build's default is off
+    (Debian's SQLite is built with it on)."""
+    import sqlite3
+
+    from trackpixel import spool
+    from trackpixel.storage.sqlite import connect
+
+    def connect_insecure(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+        conn = connect(path, readonly=readonly)
+        conn.execute("PRAGMA secure_delete=OFF")
+        return conn
+
+    monkeypatch.setattr(spool, "connect", connect_insecure)
+    writer = spool.SpoolWriter(tmp_path, cursor_db=tmp_path / "trackpixel.db")
+    try:
+        setting = writer._conn.execute("PRAGMA secure_delete").fetchone()
+    finally:
+        writer.close()
+
+    assert setting == (1,)

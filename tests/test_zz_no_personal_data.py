@@ -10,6 +10,11 @@ SENT_VALUES = [
     b"Jane.Citizen@Example.org", b"jane.citizen@example.org", b"Jane.Citizen%40Example.org",
     b"jane.citizen%40example.org", b"+64 21 555 0199", b"64215550199", b"other@example.org",
     b"c@example.org", b"someone@example.com",
+    # Sent by the collector input and privacy tests: in URLs, referrers, titles, properties,
+    # rejected requests and escaped user data keys.
+    b"url.person", b"straddle.person", b"rejected.person", b"+64 21 555 1234", b"Zanzibar",
+    b"escaped.person", b"referer.person", b"title.person", b"prop.person",
+    b"d.person@example.org", b"d.person%40example.org",
     # Client addresses sent through X-Forwarded-For; only their /24 network may be stored.
     b"203.97.0.77", b"5.9.0.77", b"203.0.113.77", b"198.51.100.9",
 ]

@@ -4,7 +4,8 @@ A person is named by a visitor id (the ``_tp_vid`` cookie value, or the stored v
 a user id (``user_data.external_id`` sent with server events) or an email address (matched
 through its SHA-256 digest in ``user_data``). Their events are those with a matching visitor
 id or digest, plus every other event of the visitors found that way; derived records are the
-session state of those visitors.
+session state of those visitors. Their rejected hits are those whose raw request names one of
+those visitors by cookie value or contains the selector's digest.
 
 Erasure is a request that the processor carries out once every hit received before the
 request has been stored, so an event still in a spool cannot slip in after the erasure. Each
@@ -21,6 +22,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 
@@ -32,6 +34,11 @@ from trackpixel.storage.records import EVENT_COLUMNS, EventStore
 log = logging.getLogger("trackpixel.rights")
 
 SELECTOR_KINDS = ("visitor", "user_id", "email")
+# Keys and query parameters that carry a visitor's cookie value in a raw request: the pixel
+# and beacon ``vid``, the server API's ``visitor_id``.
+_COOKIE_FIELDS = ("vid", "visitor_id")
+_DELETE_CHUNK = 500
+_SCAN_PAGE = 2000
 _STORED_VISITOR_RE = re.compile(r"^[0-9a-f]{16}$")
 
 
@@ -192,6 +199,11 @@ def carry_out(conn: sqlite3.Connection, request_id: int,
             f"DELETE FROM events WHERE site_id = ? AND visitor_id IN ({marks})",
             (site_id, *visitors)).rowcount
         rollups.erase_visitors(conn, site_id, visitors, sorted(days), recipients)
+        rejected = rejected_hits_of(conn, sel, visitors)
+        for start in range(0, len(rejected), _DELETE_CHUNK):
+            chunk = rejected[start:start + _DELETE_CHUNK]
+            conn.execute(f"DELETE FROM rejected_hits WHERE hit_uid IN "
+                         f"({', '.join('?' for _ in chunk)})", chunk)
         sessions = _finish_request(conn, request_id, site_id, visitors, erased)
         conn.execute("COMMIT")
     except BaseException:
@@ -199,7 +211,8 @@ def carry_out(conn: sqlite3.Connection, request_id: int,
         raise
     # The write-ahead log still contains the erased pages until a checkpoint empties it.
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    log.info("erasure request %d done: %d events, %d sessions", request_id, erased, sessions)
+    log.info("erasure request %d done: %d events, %d rejected hits, %d sessions", request_id,
+             erased, len(rejected), sessions)
     return erased, sessions
 
 
@@ -215,6 +228,12 @@ def _carry_out_external(conn: sqlite3.Connection, request_id: int, sel: Selector
     if delete_rows is None:
         raise RightsError(f"the {events.dialect} event store cannot delete events")
     delete_rows("events", where, params)
+    rejected = rejected_hits_of(events, sel, visitors)
+    for start in range(0, len(rejected), _DELETE_CHUNK):
+        chunk = rejected[start:start + _DELETE_CHUNK]
+        uids = {f"uid_{index}": uid for index, uid in enumerate(chunk)}
+        delete_rows("rejected_hits",
+                    f"hit_uid IN ({', '.join(':' + name for name in uids)})", uids)
     conn.execute("BEGIN IMMEDIATE")
     try:
         sessions = _finish_request(conn, request_id, sel.site_id, visitors, erased)
@@ -222,9 +241,68 @@ def _carry_out_external(conn: sqlite3.Connection, request_id: int, sel: Selector
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    log.info("erasure request %d done in %s: %d events, %d sessions", request_id,
-             events.dialect, erased, sessions)
+    log.info("erasure request %d done in %s: %d events, %d rejected hits, %d sessions",
+             request_id, events.dialect, erased, len(rejected), sessions)
     return erased, sessions
+
+
+def rejected_hits_of(source: EventSource, sel: Selector, visitors: list[str]) -> list[str]:
+    """Return the ``hit_uid`` of every rejected hit of the site whose raw request names one of
+    ``visitors`` by cookie value, or contains the selector's digest.
+
+    A cookie value is compared through the visitor id the pipeline derives from it, so the
+    privacy request never needs the cookie value itself. Hits rejected before their site was
+    known (``missing_site``) are searched too."""
+    visitor_ids = set(visitors)
+    found = []
+    after = ""
+    while True:
+        # Paged by hit_uid, so memory stays bounded whatever the number of rejected hits.
+        rows = _select(source,
+                       "SELECT hit_uid, raw FROM rejected_hits WHERE (site_id = :site_id OR "
+                       "site_id IS NULL) AND raw IS NOT NULL AND hit_uid > :after "
+                       f"ORDER BY hit_uid LIMIT {_SCAN_PAGE}",
+                       {"site_id": sel.site_id, "after": after})
+        for hit_uid, raw in rows:
+            text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+            if _names_person(text, sel, visitor_ids):
+                found.append(str(hit_uid))
+        if len(rows) < _SCAN_PAGE:
+            return found
+        after = str(rows[-1][0])
+
+
+def _names_person(raw: str, sel: Selector, visitors: set[str]) -> bool:
+    if sel.digest and sel.digest in raw:
+        return True
+    return any(cookie in visitors or _visitor_hash(sel.site_id, f"c|{cookie}") in visitors
+               for cookie in _raw_cookie_values(raw))
+
+
+def _raw_cookie_values(raw: str) -> list[str]:
+    """Return the cookie values in a raw request: a JSON body at any depth, or a query
+    string."""
+    if raw.lstrip().startswith(("{", "[")):
+        try:
+            return _json_cookie_values(orjson.loads(raw))
+        except orjson.JSONDecodeError:
+            return []
+    return [value for key, value in parse_qsl(raw, keep_blank_values=False)
+            if key in _COOKIE_FIELDS]
+
+
+def _json_cookie_values(value: Any) -> list[str]:
+    found: list[str] = []
+    if isinstance(value, list):
+        for item in value:
+            found.extend(_json_cookie_values(item))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if key in _COOKIE_FIELDS and isinstance(item, str):
+                found.append(item)
+            else:
+                found.extend(_json_cookie_values(item))
+    return found
 
 
 def _finish_request(conn: sqlite3.Connection, request_id: int, site_id: str,

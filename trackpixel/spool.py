@@ -101,6 +101,9 @@ class SpoolWriter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._conn = connect(self.path)
         self._conn.execute(f"PRAGMA synchronous={sync.upper()}")
+        # Trimmed rows contain raw requests, so SQLite overwrites their content with zeros
+        # on delete, whatever the default of the SQLite build.
+        self._conn.execute("PRAGMA secure_delete=ON")
         self._conn.execute(SPOOL_SCHEMA)
         self.committed = 0
         self.failed = 0

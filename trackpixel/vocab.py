@@ -44,6 +44,7 @@ class RejectReason(StrEnum):
     DUPLICATE_EVENT_ID = "duplicate_event_id"
     SPOOL_FULL = "spool_full"
     CONSENT_DENIED = "consent_denied"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
 
 
 class Channel(StrEnum):

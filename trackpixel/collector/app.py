@@ -41,8 +41,8 @@ from trackpixel.collector.images import GIF, PNG
 from trackpixel.config import DataDir, Settings, resolve_data_dir
 from trackpixel.pipeline.api import validate_api_batch
 from trackpixel.pipeline.fields import InvalidField
-from trackpixel.pipeline.scrub import scrub_bytes
-from trackpixel.pipeline.userdata import hash_user_data
+from trackpixel.pipeline.scrub import scrub_json, scrub_query, scrub_text
+from trackpixel.pipeline.userdata import hash_user_data, redact_json_body
 from trackpixel.sites import SiteCache
 from trackpixel.spool import HitRow, SpoolError, SpoolWriter
 from trackpixel.storage.backends import max_spool_rows
@@ -60,6 +60,8 @@ _WANTED_HEADERS = frozenset({
 })
 # Paths served by the dashboard app (trackpixel.web) rather than the collector's hot path.
 _WEB_PREFIXES = ("/dashboard", "/api/v1/reports", "/api/v1/openapi.json", "/static/")
+# Sources whose raw payload is a JSON body that may carry contact details.
+_JSON_SOURCES = (Source.BEACON, Source.API)
 _ROBOTS = b"User-agent: *\nDisallow: /p.gif\nDisallow: /p.png\nDisallow: /e\nDisallow: /o/\n" \
           b"Disallow: /c/\nDisallow: /api/\n"
 
@@ -180,7 +182,8 @@ class Collector:
         key = identity.device_key(self._salts.current(), address, user_agent)
         referer = headers.get(b"referer")
         if referer:
-            meta["ref"] = referer[:2048]
+            # Masked before it is cut, so no part of an address is left at the cut.
+            meta["ref"] = scrub_text(referer)[:2048]
         if headers.get(b"dnt") == "1":
             meta["dnt"] = 1
         if headers.get(b"sec-gpc") == "1":
@@ -200,7 +203,11 @@ class Collector:
 
     async def _record_rejection(self, scope: Scope, headers: dict[bytes, str], source: Source,
                                 raw: bytes, reason: RejectReason, detail: str) -> None:
+        """Spool a rejected request. Contact details in a JSON body are hashed or redacted
+        first, as they are in accepted events."""
         meta: dict[str, Any] = {"reject": reason.value, "detail": detail}
+        if source in _JSON_SOURCES and raw:
+            raw = redact_json_body(raw)
         await self._commit(self._spool_row(scope, headers, source, raw, meta))
 
     # Pixel
@@ -212,33 +219,54 @@ class Collector:
         await self._pixel(scope, send, _PNG_RESPONSE)
 
     async def _pixel(self, scope: Scope, send: Send, response: tuple[Message, Message]) -> None:
-        """Record a pixel hit and return the image, whatever the input and even on failure."""
-        headers = header_map(scope, _WANTED_HEADERS)
-        query: bytes = scope["query_string"]
-        meta: dict[str, Any] = {}
-        if len(query) > self.settings.max_query_bytes:
-            meta = {"reject": RejectReason.TOO_LARGE.value,
-                    "detail": f"query string of {len(query)} bytes exceeds "
-                              f"{self.settings.max_query_bytes}"}
-            query = query[:self.settings.max_query_bytes]
-        if b"@" in query or b"%40" in query:
-            # An email address in a page URL must not reach the spool on disk.
-            query = scrub_bytes(query)
-        await self._commit(self._spool_row(scope, headers, Source.PIXEL, query, meta))
+        """Record a pixel hit and return the image, whatever the input and even on failure.
+
+        A HEAD request gets the same headers and records nothing: link checkers and mail
+        scanners send HEAD, and no browser loads an image with it. Other methods than GET are
+        recorded as ``method_not_allowed``."""
+        method: str = scope["method"]
+        if method != "HEAD":
+            headers = header_map(scope, _WANTED_HEADERS)
+            query, meta = self._pixel_query(scope["query_string"])
+            if method != "GET" and not meta:
+                meta = {"reject": RejectReason.METHOD_NOT_ALLOWED.value,
+                        "detail": f"the pixel records GET requests, not {method[:16]}"}
+            await self._commit(self._spool_row(scope, headers, Source.PIXEL, query, meta))
         await send(response[0])
         await send(response[1])
 
+    def _pixel_query(self, query: bytes) -> tuple[bytes, dict[str, Any]]:
+        """Mask email addresses in the query string and cut it to ``max_query_bytes``. The
+        returned meta marks a cut query as ``too_large``."""
+        size = len(query)
+        # An email address in a page URL must not reach the spool on disk. Masking comes
+        # before the cut, so no part of an address is left at the cut.
+        query = scrub_query(query)
+        if size <= self.settings.max_query_bytes:
+            return query, {}
+        meta = {"reject": RejectReason.TOO_LARGE.value,
+                "detail": f"query string of {size} bytes exceeds "
+                          f"{self.settings.max_query_bytes}"}
+        return query[:self.settings.max_query_bytes], meta
+
     async def email_open(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """``/o/<token>.gif``: the token is verified by the processor, the image sent at once."""
-        headers = header_map(scope, _WANTED_HEADERS)
-        token = scope["path"][3:]
-        token = token.removesuffix(".gif").removesuffix(".png")
-        meta: dict[str, Any] = {}
-        if len(token) > tokens.MAX_TOKEN_CHARS:
-            meta = {"reject": RejectReason.TOO_LARGE.value, "detail": "open token too long"}
-            token = token[:tokens.MAX_TOKEN_CHARS]
-        payload = token.encode("utf-8", "surrogateescape")
-        await self._commit(self._spool_row(scope, headers, Source.OPEN, payload, meta))
+        """``/o/<token>.gif``: the token is verified by the processor, the image sent at once.
+
+        As on the pixel, HEAD records nothing and other methods than GET are rejected."""
+        method: str = scope["method"]
+        if method != "HEAD":
+            headers = header_map(scope, _WANTED_HEADERS)
+            token = scope["path"][3:]
+            token = token.removesuffix(".gif").removesuffix(".png")
+            meta: dict[str, Any] = {}
+            if len(token) > tokens.MAX_TOKEN_CHARS:
+                meta = {"reject": RejectReason.TOO_LARGE.value, "detail": "open token too long"}
+                token = token[:tokens.MAX_TOKEN_CHARS]
+            elif method != "GET":
+                meta = {"reject": RejectReason.METHOD_NOT_ALLOWED.value,
+                        "detail": f"email opens are GET requests, not {method[:16]}"}
+            payload = token.encode("utf-8", "surrogateescape")
+            await self._commit(self._spool_row(scope, headers, Source.OPEN, payload, meta))
         image, content_type = (PNG, b"image/png") if scope["path"].endswith(".png") \
             else (GIF, b"image/gif")
         await respond(send, 200, image, content_type, NO_STORE)
@@ -246,9 +274,22 @@ class Collector:
     # Click redirect
 
     async def click(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """``/c/<token>``: record the click, then redirect to the signed destination."""
+        """``/c/<token>``: record the click, then redirect to the signed destination.
+
+        HEAD gets the same redirect and records nothing, because link scanners check links
+        with HEAD. Other methods than GET get 405 and are recorded as rejected."""
+        method: str = scope["method"]
         headers = header_map(scope, _WANTED_HEADERS)
         token = scope["path"][3:]
+        if method not in ("GET", "HEAD"):
+            await self._record_rejection(scope, headers, Source.CLICK,
+                                         token[:tokens.MAX_TOKEN_CHARS].encode(),
+                                         RejectReason.METHOD_NOT_ALLOWED,
+                                         f"click links are GET requests, not {method[:16]}")
+            await respond_error(send, 405, RejectReason.METHOD_NOT_ALLOWED.value,
+                                f"use GET for {scope['path'][:3]}<token>", None,
+                                [(b"allow", b"GET, HEAD"), *NO_STORE])
+            return
         try:
             payload = tokens.verify(self.secret, "click", token)
             destination = payload["d"]
@@ -256,12 +297,14 @@ class Collector:
                     ("http://", "https://")):
                 raise tokens.BadToken("destination is not an http or https URL")
         except (tokens.BadToken, KeyError) as exc:
-            await self._record_rejection(scope, headers, Source.CLICK,
-                                         token[:tokens.MAX_TOKEN_CHARS].encode(),
-                                         RejectReason.BAD_SIGNATURE, str(exc))
+            if method == "GET":
+                await self._record_rejection(scope, headers, Source.CLICK,
+                                             token[:tokens.MAX_TOKEN_CHARS].encode(),
+                                             RejectReason.BAD_SIGNATURE, str(exc))
             await respond(send, 400, _BAD_LINK_PAGE, b"text/html; charset=utf-8", NO_STORE)
             return
-        await self._commit(self._spool_row(scope, headers, Source.CLICK, token.encode(), {}))
+        if method == "GET":
+            await self._commit(self._spool_row(scope, headers, Source.CLICK, token.encode(), {}))
         location = destination.encode("utf-8")
         await respond(send, 302, b"", b"text/plain", [(b"location", location), *NO_STORE])
 
@@ -297,15 +340,19 @@ class Collector:
             await respond_error(send, 400, RejectReason.MALFORMED_JSON.value,
                                 f"invalid JSON body: {exc}", None, CORS)
             return
-        if b'"ud"' in body:
-            try:
-                body = _hash_beacon_user_data(parsed)
-            except InvalidField as exc:
-                await self._record_rejection(scope, headers, Source.BEACON, b"",
-                                             RejectReason.INVALID_FIELD, str(exc))
-                await respond_error(send, 400, RejectReason.INVALID_FIELD.value, str(exc),
-                                    None, CORS)
-                return
+        try:
+            hashed = _hash_beacon_user_data(parsed)
+        except InvalidField as exc:
+            await self._record_rejection(scope, headers, Source.BEACON, body,
+                                         RejectReason.INVALID_FIELD, str(exc))
+            await respond_error(send, 400, RejectReason.INVALID_FIELD.value, str(exc),
+                                None, CORS)
+            return
+        # Email addresses in page URLs, titles and properties are masked before the spool
+        # write, as on the pixel.
+        scrubbed = scrub_json(parsed)
+        if hashed or scrubbed is not parsed:
+            body = orjson.dumps(scrubbed)
         if not await self._commit(self._spool_row(scope, headers, Source.BEACON, body, {})):
             await respond_error(send, 503, "unavailable", "the event could not be stored; retry",
                                 None, CORS)
@@ -358,7 +405,7 @@ class Collector:
                                 list(errors))
             return
 
-        payload = orjson.dumps({"site": site.id, "events": events})
+        payload = orjson.dumps(scrub_json({"site": site.id, "events": events}))
         if not await self._commit(self._spool_row(scope, headers, Source.API, payload, {})):
             await respond_error(send, 503, "unavailable", "the events could not be stored; retry")
             return
@@ -468,15 +515,20 @@ def _privacy_selector(body: Any) -> tuple[str, str]:
     return given[0]
 
 
-def _hash_beacon_user_data(parsed: dict[str, Any]) -> bytes:
-    """Replace each event's ``ud`` contact details by their digests and re-encode the body."""
+def _hash_beacon_user_data(parsed: dict[str, Any]) -> bool:
+    """Replace each event's ``ud`` contact details by their digests in place and drop a
+    batch-level ``ud``, which the processor does not read. Return True if anything changed.
+
+    The parsed body decides, so a key written with JSON escapes (``"\\u0075d"``) is found
+    too."""
+    changed = parsed.pop("ud", None) is not None
     events = parsed.get("events")
     if isinstance(events, list):
         for event in events:
             if isinstance(event, dict) and "ud" in event:
                 event["ud"] = hash_user_data(event["ud"])
-    parsed.pop("ud", None)
-    return orjson.dumps(parsed)
+                changed = True
+    return changed
 
 
 def _image_response(image: bytes, content_type: bytes) -> tuple[Message, Message]:

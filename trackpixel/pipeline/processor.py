@@ -30,6 +30,7 @@ from trackpixel.pipeline.hit import Hit, InvalidHit, parse_spool_hit
 from trackpixel.pipeline.maintenance import Maintenance
 from trackpixel.pipeline.scrub import scrub_bytes
 from trackpixel.pipeline.steps import Context, SessionTracker, enrich
+from trackpixel.pipeline.userdata import redact_json_body
 from trackpixel.sites import SiteCache
 from trackpixel.spool import SpoolHit, owner_alive, read_hits, spool_files
 from trackpixel.storage.records import (
@@ -40,6 +41,7 @@ from trackpixel.storage.records import (
     StoreUnavailable,
 )
 from trackpixel.storage.sqlite import SqliteStore, connect
+from trackpixel.vocab import Source
 
 log = logging.getLogger("trackpixel.processor")
 
@@ -49,6 +51,8 @@ MAX_RAW_BYTES = 65536
 # Delays between attempts while the event store is unavailable, in seconds.
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 30.0
+# Sources whose payload is a JSON body that may carry contact details.
+_JSON_SOURCES = (Source.BEACON.value, Source.API.value)
 
 
 @dataclass
@@ -195,6 +199,14 @@ class Processor:
 
 
 def _rejection(row: SpoolHit, spool: str, index: int, error: InvalidHit) -> RejectedRow:
+    raw = None
+    if error.keep_raw:
+        raw = row.payload or b""
+        # The collector hashed contact details before the spool write; this repeats it for
+        # rows spooled by an older version. The cut comes after, so it cannot leave part of
+        # an address behind.
+        raw = redact_json_body(raw) if row.source in _JSON_SOURCES and raw else scrub_bytes(raw)
+        raw = raw[:MAX_RAW_BYTES]
     return RejectedRow(
         hit_uid=f"{spool}:{row.rowid}:r{index}",
         received_ts=row.received_ts,
@@ -202,7 +214,7 @@ def _rejection(row: SpoolHit, spool: str, index: int, error: InvalidHit) -> Reje
         site_id=error.site_id,
         reason=error.reason.value,
         detail=error.detail[:1000],
-        raw=scrub_bytes((row.payload or b"")[:MAX_RAW_BYTES]) if error.keep_raw else None,
+        raw=raw,
         user_agent=row.user_agent if error.keep_raw else None,
     )
 

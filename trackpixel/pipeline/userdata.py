@@ -13,7 +13,10 @@ import re
 import unicodedata
 from typing import Any
 
+import orjson
+
 from trackpixel.pipeline.fields import InvalidField
+from trackpixel.pipeline.scrub import REDACTED, scrub_bytes, scrub_json
 
 # Input keys accepted from callers, and the short key each digest is stored under.
 USER_DATA_KEYS = {"email": "em", "phone": "ph", "first_name": "fn", "last_name": "ln",
@@ -75,3 +78,71 @@ def hash_user_data(value: Any) -> dict[str, str] | None:
             raise InvalidField(f"user_data.{key} must be a string of at most 500 characters")
         hashed[short] = _digest(short, item)
     return hashed or None
+
+
+_SHORT_KEYS = frozenset(USER_DATA_KEYS.values())
+# Object keys under which requests carry contact details: the server API's long name and
+# the beacon's short one.
+CONTACT_FIELDS = frozenset({"user_data", "ud"})
+# A JSON string literal, closed or cut off at the end of the body, and the colon after it
+# when it is an object key.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*("?)(\s*:)?', re.S)
+
+
+def redact_user_data(value: Any) -> dict[str, str] | str | None:
+    """Return contact details in the form a rejected hit may keep.
+
+    Each value is replaced by the digest that an accepted event stores under the same short
+    key. A value that cannot be hashed becomes ``redacted``: one under an unknown key such as
+    ``city``, one that is not a string, an invalid address."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        return REDACTED
+    digests: dict[str, str] = {}
+    for key, item in value.items():
+        # The short keys are those of a body the collector has already hashed.
+        short = USER_DATA_KEYS.get(key) or (key if key in _SHORT_KEYS else None)
+        name = short or key
+        if short is None or not isinstance(item, str) or not item or len(item) > 500:
+            digests[name] = REDACTED
+            continue
+        try:
+            digests[name] = _digest(short, item)
+        except InvalidField:
+            digests[name] = REDACTED
+    return digests
+
+
+def redact_contact_fields(value: Any) -> Any:
+    """Return a parsed JSON body with the contents of every ``user_data`` and ``ud`` object,
+    at any depth, replaced by ``redact_user_data``."""
+    if isinstance(value, list):
+        return [redact_contact_fields(item) for item in value]
+    if isinstance(value, dict):
+        return {key: redact_user_data(item) if key in CONTACT_FIELDS
+                else redact_contact_fields(item) for key, item in value.items()}
+    return value
+
+
+def redact_json_body(body: bytes) -> bytes:
+    """Return a JSON request body with no plain contact detail, for a rejected hit.
+
+    A body that parses keeps its structure with contact details hashed or redacted and email
+    addresses masked. A body that does not parse (cut off at the size limit, or malformed)
+    cannot be searched for the contact fields, so every string value in it is replaced by
+    ``"redacted"`` and only object keys, numbers and punctuation are kept."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        # NOTE: a contact detail written outside a string literal, such as an unquoted phone
+        # number in malformed JSON, is kept; email addresses are still masked.
+        return scrub_bytes(_JSON_STRING.sub(_mask_string_value, body))
+    return orjson.dumps(scrub_json(redact_contact_fields(parsed)))
+
+
+def _mask_string_value(match: re.Match[bytes]) -> bytes:
+    closed, colon = match.group(1), match.group(2)
+    if closed and colon is not None:
+        return match.group(0)
+    return b'"redacted"' + (colon or b"")
