@@ -205,3 +205,35 @@ def test_csv_export_of_pages(dataset: tuple) -> None:
     lines = response.text.splitlines()
     assert lines[0] == "path,page_views,visitors,entries"
     assert len(lines) == 1 + len(PATHS)
+
+
+def test_rejected_hits_by_scope(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    directory, conn = open_data_dir(tmp_path)
+    site = make_site(conn, "quality.example", "Europe/Berlin")
+    other = make_site(conn, "other.example", "Europe/Berlin")
+    noon = int(datetime(2025, 3, 30, 12, tzinfo=ZONE).timestamp() * 1000)
+    hits = [(site.id, "invalid_field"), (site.id, "invalid_field"), (None, "unknown_site"),
+            (None, "invalid_field"), (other.id, "invalid_field")]
+    conn.executemany(
+        "INSERT INTO rejected_hits (hit_uid, received_ts, source, site_id, reason, detail, raw,"
+        " user_agent) VALUES (?, ?, 'pixel', ?, ?, 'detail', ?, 'agent')",
+        [(f"r{number}", noon + number, site_id, reason, f"raw-{number}".encode())
+         for number, (site_id, reason) in enumerate(hits)])
+    admin = add_user(conn, "admin@example.com")
+    viewer = add_user(conn, "viewer@example.com", "viewer", sites=(site.id,))
+    expected_rows = {
+        admin: [["invalid_field", "site", 2], ["invalid_field", "unattributed", 1],
+                ["unknown_site", "unattributed", 1]],
+        # A viewer sees only the hits of the site, never those whose site is unknown.
+        viewer: [["invalid_field", "site", 2]],
+    }
+    for user, expected in expected_rows.items():
+        test_client = client(directory)
+        test_client.headers["Authorization"] = f"Bearer {auth.create_token(conn, user)}"
+        response = test_client.get("/api/v1/reports/rejected",
+                                   params={"site": site.id, "from": FROM, "to": TO})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["columns"] == ["reason", "scope", "hits", "last_seen_utc", "samples"]
+        assert [row[:3] for row in body["rows"]] == expected, user.email
+    conn.close()

@@ -392,8 +392,9 @@ _simple_report("campaigns", reports.campaigns,
                "Campaigns with sessions, impressions, clicks, opens and value.")
 _simple_report("email", reports.email,
                "Email campaigns: opens, unique human opens, machine opens, clicks.")
-_simple_report("rejected", reports.rejected_hits,
-               "Rejected hits by reason, with recent samples.")
+_simple_report("rejected", functools.partial(reports.rejected_hits, unattributed=True),
+               "Rejected hits by reason, with recent samples, including hits whose site is "
+               "unknown.")
 _simple_report("bots", reports.bot_traffic, "Bot traffic by detector.")
 
 

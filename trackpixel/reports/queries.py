@@ -784,28 +784,44 @@ LIMIT :max_rows
     return Sql(text, params)
 
 
-def rejected_summary(site_id: str, from_ts: int, to_ts: int) -> Sql:
-    """Rejected hits of the site, or with no site id, by reason, with the latest time."""
-    text = """
-SELECT reason, COUNT(*) AS hits, MAX(received_ts) AS last_ts
+def _rejected_where(site_id: str, from_ts: int, to_ts: int,
+                    unattributed: bool) -> tuple[str, dict[str, Any]]:
+    """Return the WHERE text of a site's rejected hits received in [from_ts, to_ts), with
+    the hits whose site is unknown when ``unattributed`` is true."""
+    site = "(site_id = :site_id OR site_id IS NULL)" if unattributed else "site_id = :site_id"
+    return (f"{site} AND received_ts >= :from_ts AND received_ts < :to_ts",
+            {"site_id": site_id, "from_ts": from_ts, "to_ts": to_ts})
+
+
+def rejected_summary(site_id: str, from_ts: int, to_ts: int, *,
+                     unattributed: bool = False) -> Sql:
+    """Rejected hits by reason, and by whether their site is known, with the latest time."""
+    where, params = _rejected_where(site_id, from_ts, to_ts, unattributed)
+    text = f"""
+SELECT reason, CASE WHEN site_id IS NULL THEN 'unattributed' ELSE 'site' END AS scope,
+       COUNT(*) AS hits, MAX(received_ts) AS last_ts
 FROM rejected_hits
-WHERE site_id = :site_id AND received_ts >= :from_ts AND received_ts < :to_ts
-GROUP BY reason
-ORDER BY hits DESC, reason
+WHERE {where}
+GROUP BY reason, CASE WHEN site_id IS NULL THEN 'unattributed' ELSE 'site' END
+ORDER BY hits DESC, reason, scope
 """
-    return Sql(text, {"site_id": site_id, "from_ts": from_ts, "to_ts": to_ts})
+    return Sql(text, params)
 
 
-def rejected_samples(site_id: str, from_ts: int, to_ts: int, max_rows: int) -> Sql:
-    text = """
-SELECT reason, received_ts, source, detail, raw, user_agent
+def rejected_samples(site_id: str, from_ts: int, to_ts: int, max_rows: int, *,
+                     unattributed: bool = False) -> Sql:
+    """The latest rejected hits, newest first, with ``scope`` as in ``rejected_summary``."""
+    where, params = _rejected_where(site_id, from_ts, to_ts, unattributed)
+    params["max_rows"] = max_rows
+    text = f"""
+SELECT reason, CASE WHEN site_id IS NULL THEN 'unattributed' ELSE 'site' END AS scope,
+       received_ts, source, detail, raw, user_agent
 FROM rejected_hits
-WHERE site_id = :site_id AND received_ts >= :from_ts AND received_ts < :to_ts
+WHERE {where}
 ORDER BY received_ts DESC
 LIMIT :max_rows
 """
-    return Sql(text, {"site_id": site_id, "from_ts": from_ts, "to_ts": to_ts,
-                      "max_rows": max_rows})
+    return Sql(text, params)
 
 
 def bot_traffic(query: ReportQuery, *, dialect: str = "sqlite") -> Sql:

@@ -552,21 +552,30 @@ def _sample_text(detail: Any, raw: Any, user_agent: Any) -> str:
     return " | ".join(part for part in parts if part)
 
 
-def rejected_hits(store: EventStore, site: Site, query: ReportQuery) -> Table:
-    """Rejected hits of the site (and those with no site id) by reason, with recent samples."""
+def rejected_hits(store: EventStore, site: Site, query: ReportQuery, *,
+                  unattributed: bool = False) -> Table:
+    """Rejected hits of the site by reason, with recent samples.
+
+    With ``unattributed``, hits whose site could not be determined (an unknown or unreadable
+    site id, or an unauthenticated API request) are listed too, in rows of their own scope.
+    Only people who may see every site should get them.
+    """
     from_ts, to_ts = day_range_ms(site, query.from_day, query.to_day)
-    summary = _run(store, queries.rejected_summary(site.id, from_ts, to_ts))
-    samples: dict[str, list[str]] = {}
-    for reason, _, _, detail, raw, user_agent in _run(
-            store, queries.rejected_samples(site.id, from_ts, to_ts, 500)):
-        bucket = samples.setdefault(str(reason), [])
+    summary = _run(store, queries.rejected_summary(site.id, from_ts, to_ts,
+                                                   unattributed=unattributed))
+    samples: dict[tuple[str, str], list[str]] = {}
+    for reason, scope, _, _, detail, raw, user_agent in _run(
+            store, queries.rejected_samples(site.id, from_ts, to_ts, 500,
+                                            unattributed=unattributed)):
+        bucket = samples.setdefault((str(reason), str(scope)), [])
         if len(bucket) < REJECTED_SAMPLES_PER_REASON:
             bucket.append(_sample_text(detail, raw, user_agent))
     rows = []
-    for reason, hits, last_ts in summary:
+    for reason, scope, hits, last_ts in summary:
         last_seen = datetime.fromtimestamp(last_ts / 1000, UTC).isoformat(timespec="seconds")
-        rows.append([reason, hits, last_seen, "\n".join(samples.get(str(reason), []))])
-    return Table("Rejected hits", ["reason", "hits", "last_seen_utc", "samples"], rows)
+        rows.append([reason, scope, hits, last_seen,
+                     "\n".join(samples.get((str(reason), str(scope)), []))])
+    return Table("Rejected hits", ["reason", "scope", "hits", "last_seen_utc", "samples"], rows)
 
 
 def bot_traffic(store: EventStore, site: Site, query: ReportQuery) -> Table:

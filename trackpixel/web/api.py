@@ -11,6 +11,7 @@ import csv
 import io
 import logging
 import sqlite3
+from dataclasses import replace
 from typing import Any
 
 from starlette.requests import Request
@@ -103,8 +104,9 @@ def report(request: Request) -> Response:
         return json_error(400, "invalid_parameter", f"format={output!r} must be json or csv",
                           {"param": "format"})
     try:
-        parsed = parse_request(site, request.query_params,
-                               request.query_params.getlist("step"))
+        parsed = replace(parse_request(site, request.query_params,
+                                       request.query_params.getlist("step")),
+                         unattributed=user.is_admin)
         settings = config(request)
         table = run_report(settings.db_path, name, site, parsed, settings.store_url)
     except ParamError as exc:

@@ -66,6 +66,8 @@ class ReportRequest:
     steps: tuple[FunnelStep, ...] = ()
     window_hours: int = 24
     filters: dict[str, str] = field(default_factory=dict)  # URL parameter -> value
+    # Whether the rejected hits report lists hits whose site is unknown; set for admins.
+    unattributed: bool = False
 
 
 @dataclass(frozen=True)
@@ -130,7 +132,8 @@ REPORTS: dict[str, ReportSpec] = {spec.name: spec for spec in [
     ReportSpec("funnel", "Visitors completing ordered steps within a time window.", _funnel,
                ("step", "window_hours")),
     ReportSpec("rejected", "Rejected hits by reason, with recent samples.",
-               lambda s, site, r: run.rejected_hits(s, site, r.query)),
+               lambda s, site, r: run.rejected_hits(s, site, r.query,
+                                                    unattributed=r.unattributed)),
     ReportSpec("bots", "Bot traffic by detector.",
                lambda s, site, r: run.bot_traffic(s, site, r.query)),
     ReportSpec("machine_opens", "Machine email opens by campaign.",

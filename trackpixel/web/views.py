@@ -8,6 +8,7 @@ CSRF token.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -169,7 +170,9 @@ def view(request: Request) -> Response:
     tables: list[tuple[str, Table | None, str | None]] = []
     error = None
     try:
-        parsed = parse_request(site, request.query_params, request.query_params.getlist("step"))
+        parsed = replace(parse_request(site, request.query_params,
+                                       request.query_params.getlist("step")),
+                         unattributed=session.user.is_admin)
     except ParamError as exc:
         return render(request, "error.html", 400, message=str(exc))
     series = None
