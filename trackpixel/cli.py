@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import logging
 import os
 import sys
 import threading
@@ -22,23 +23,28 @@ from rich.table import Table as RichTable
 
 from trackpixel import logs, tokens
 from trackpixel.config import ConfigError, DataDir, resolve_data_dir
+from trackpixel.csvfile import write_csv
 from trackpixel.reports import run as reports
 from trackpixel.reports.queries import ReportQuery
 from trackpixel.sites import Site, SiteError, add_site, get_site, list_sites
 from trackpixel.storage.records import EventStore
 from trackpixel.storage.sqlite import SqliteStore, connect, migrate
 
+# Plain click help and errors: with rich markup, help text such as "[default: ...]" is read
+# as a markup tag and dropped, and usage errors are drawn as boxed panels.
+_PLAIN = {"rich_markup_mode": None, "pretty_exceptions_enable": False}
 app = typer.Typer(help="Self-hosted tracking pixel and conversion measurement server.",
-                  no_args_is_help=True, add_completion=False)
-sites_app = typer.Typer(help="Add and list tracked sites.", no_args_is_help=True)
-report_app = typer.Typer(help="Print reports as a table, JSON or CSV.", no_args_is_help=True)
+                  no_args_is_help=True, add_completion=False, **_PLAIN)
+sites_app = typer.Typer(help="Add and list tracked sites.", no_args_is_help=True, **_PLAIN)
+report_app = typer.Typer(help="Print reports as a table, JSON or CSV.", no_args_is_help=True,
+                         **_PLAIN)
 app.add_typer(sites_app, name="sites")
 app.add_typer(report_app, name="report")
-users_app = typer.Typer(help="Add and list dashboard users and their API tokens.",
-                        no_args_is_help=True)
+users_app = typer.Typer(help="Add, list and remove dashboard users and their API tokens.",
+                        no_args_is_help=True, **_PLAIN)
 app.add_typer(users_app, name="users")
 rollups_app = typer.Typer(help="Maintain the report rollups of the SQLite store.",
-                          no_args_is_help=True)
+                          no_args_is_help=True, **_PLAIN)
 app.add_typer(rollups_app, name="rollups")
 
 # soft_wrap: long lines (signed URLs, tags, errors) are printed whole, never broken at the
@@ -120,6 +126,10 @@ def _open_events(directory: DataDir, state: SqliteStore, store: str | None) -> E
     from trackpixel.storage.backends import open_event_store, resolve_store_url
     from trackpixel.storage.records import StoreUnavailable
 
+    if (os.environ.get(logs.LEVEL_ENV) or "").upper() != "DEBUG":
+        # clickhouse_driver logs a warning with a traceback for each failed connection. The
+        # CLI reports the failure in its one Error: line instead.
+        logging.getLogger("clickhouse_driver").setLevel(logging.ERROR)
     try:
         return open_event_store(resolve_store_url(directory, store), state)
     except StoreUnavailable as exc:
@@ -158,6 +168,9 @@ def _check_port_free(host: str, port: int) -> None:
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # SO_REUSEADDR lets the probe bind while only TIME-WAIT connections of an earlier
+        # server remain. A socket that listens on the port still makes the bind fail.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:
@@ -305,12 +318,10 @@ def email_pixel(
         lines = recipients.read_text().splitlines()
     except OSError as exc:
         raise CliError(f"cannot read {recipients}: {exc.strerror}") from None
-    writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(["recipient", "pixel_url"])
-    for row in csv.reader(lines):
-        recipient_id = row[0].strip() if row else ""
-        if recipient_id and recipient_id.lower() not in ("recipient", "id"):
-            writer.writerow([recipient_id, pixel_url(recipient_id)])
+    recipient_ids = [row[0].strip() for row in csv.reader(lines) if row]
+    write_csv(sys.stdout, ["recipient", "pixel_url"],
+              [[recipient_id, pixel_url(recipient_id)] for recipient_id in recipient_ids
+               if recipient_id and recipient_id.lower() not in ("recipient", "id")])
 
 
 @app.command()
@@ -491,9 +502,7 @@ def _print_table(table: reports.Table, output: OutputFormat) -> None:
         sys.stdout.write(orjson.dumps(table.as_dicts()).decode() + "\n")
     elif output is OutputFormat.csv:
         buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(table.columns)
-        writer.writerows(table.rows)
+        write_csv(buffer, table.columns, table.rows)
         sys.stdout.write(buffer.getvalue())
     else:
         rich_table = RichTable(title=table.title)
@@ -531,10 +540,7 @@ def export(
         raise CliError(f"cannot write {output}: {exc.strerror}") from None
     try:
         if output_format is ExportFormat.csv:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(EVENT_COLUMNS)
-            for row in cursor:
-                writer.writerow(row)
+            write_csv(handle, EVENT_COLUMNS, cursor)
         else:
             for row in cursor:
                 handle.write(orjson.dumps(dict(zip(EVENT_COLUMNS, row, strict=True))).decode()
@@ -864,7 +870,23 @@ def _root(version: Annotated[bool, typer.Option(
 
 
 def main() -> None:
-    app()
+    """Run the CLI; a usage error prints one ``Error: ...`` line and exits with status 2."""
+    # typer 0.29 bundles click as typer._click and exports no name for this error.
+    from typer._click.exceptions import NoArgsIsHelpError
+
+    try:
+        status = app(standalone_mode=False)
+    except NoArgsIsHelpError as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except typer.TyperException as exc:
+        # Usage errors: an invalid option value, a missing argument, an unknown command.
+        error_console.print(f"Error: {exc.format_message()}", markup=False, highlight=False)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        error_console.print("Aborted.", markup=False, highlight=False)
+        sys.exit(1)
+    sys.exit(status if isinstance(status, int) else 0)
 
 
 if __name__ == "__main__":
