@@ -446,12 +446,29 @@ class Collector:
         await respond(send, 200, self.snippet, b"application/javascript; charset=utf-8", extra)
 
     async def healthz(self, scope: Scope, receive: Receive, send: Send) -> None:
-        healthy = self.writer is not None and self.spool_failures == 0
-        await respond_json(send, 200 if healthy else 503, {
-            "status": "ok" if healthy else "degraded",
+        from trackpixel.processor_status import read_status
+
+        problems = []
+        if self.writer is None:
+            problems.append("spool is not open")
+        if self.spool_failures:
+            problems.append(f"{self.spool_failures} spool writes failed")
+        processor = read_status()
+        processor_problem = processor.problem() if processor is not None else None
+        if processor_problem:
+            problems.append(processor_problem)
+        body: dict[str, Any] = {
+            "status": "degraded" if problems else "ok",
             "spool": self.writer.name if self.writer else None,
             "spool_failures": self.spool_failures,
-        })
+        }
+        if processor is not None:
+            body["processor"] = {"state": processor.state, "pid": processor.pid,
+                                 "restarts": processor.restarts,
+                                 "recent_restarts": processor.recent_restarts}
+        if problems:
+            body["reason"] = "; ".join(problems)
+        await respond_json(send, 503 if problems else 200, body)
 
     async def robots(self, scope: Scope, receive: Receive, send: Send) -> None:
         await respond(send, 200, _ROBOTS, b"text/plain; charset=utf-8")
