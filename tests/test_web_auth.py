@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
-from server import cli
+import httpx
+from server import Server, add_site, cli
 from web_fixtures import PASSWORD, add_user, client, log_in, login_token, make_site, open_data_dir
 
 from trackpixel.web import auth
@@ -156,3 +158,68 @@ def test_cli_users_and_token(tmp_path: Path) -> None:
                            env={"TRACKPIXEL_DATA_DIR": str(data_dir)}, timeout=60)
     assert short.returncode == 1
     assert "password too short" in short.stderr
+
+
+PROXY_HEADERS = {"Host": "t.example.com", "X-Forwarded-Proto": "https",
+                 "X-Forwarded-For": "203.0.113.9", "Origin": "https://t.example.com"}
+
+
+def _login_through_proxy(base: str, headers: dict[str, str]) -> httpx.Response:
+    """Log in as a TLS-terminating proxy would forward it: plain HTTP with proxy headers."""
+    page = httpx.get(f"{base}/dashboard/login", headers=headers)
+    assert page.status_code == 200
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert token is not None
+    login_cookie = page.cookies.get("tp_login_csrf") or ""
+    return httpx.post(f"{base}/dashboard/login", headers={
+        **headers, "Cookie": f"tp_login_csrf={login_cookie}"}, data={
+        "email": "admin@example.com", "password": PASSWORD, "csrf_token": token.group(1)})
+
+
+def _serve_with_admin(tmp_path: Path, *extra: str) -> Server:
+    data = tmp_path / "data"
+    data.mkdir()
+    add_site(data, "localhost")
+    subprocess.run([sys.executable, "-m", "trackpixel", "users", "add", "admin@example.com",
+                    "--role", "admin", "--password-stdin", "--data-dir", str(data)],
+                   input=PASSWORD + "\n", text=True, check=True, capture_output=True)
+    return Server(data, extra=extra).start()
+
+
+def test_login_behind_https_proxy(tmp_path: Path) -> None:
+    server = _serve_with_admin(tmp_path)
+    try:
+        response = _login_through_proxy(server.base, PROXY_HEADERS)
+        assert response.status_code == 303, response.text
+        session_cookie = response.headers["set-cookie"]
+        assert session_cookie.startswith("tp_session=")
+        assert "Secure" in session_cookie
+
+        forwarded = {"Host": "127.0.0.1", "Origin": "https://t.example.com",
+                     "Forwarded": "for=203.0.113.9;proto=https;host=t.example.com"}
+        assert _login_through_proxy(server.base, forwarded).status_code == 303
+
+        # Without the proxy headers the login form works over plain HTTP and sets no Secure.
+        plain = _login_through_proxy(server.base, {"Origin": server.base})
+        assert plain.status_code == 303
+        assert "Secure" not in plain.headers["set-cookie"]
+    finally:
+        server.stop()
+
+
+def test_proxy_headers_from_untrusted_peer(tmp_path: Path) -> None:
+    server = _serve_with_admin(tmp_path, "--forwarded-allow-ips", "192.0.2.1")
+    try:
+        response = _login_through_proxy(server.base, PROXY_HEADERS)
+        assert response.status_code == 403
+        assert "expected &#39;http://t.example.com&#39;" in response.text
+    finally:
+        server.stop()
+
+
+def test_forwarded_allow_ips_invalid(tmp_path: Path) -> None:
+    result = cli(tmp_path, "serve", "--forwarded-allow-ips", "10.0.0.0/33", check=False)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "Error: invalid address or network '10.0.0.0/33' in the forwarded-allow-ips list: "
+        "expected e.g. 127.0.0.1,10.0.0.0/8 or *"]

@@ -148,10 +148,19 @@ def serve(
     processor: Annotated[bool, typer.Option(
         help="Also run the processor that turns spooled hits into events.")] = True,
     store: StoreOption = None,
+    forwarded_allow_ips: Annotated[str, typer.Option(
+        envvar="TRACKPIXEL_FORWARDED_ALLOW_IPS", show_envvar=True,
+        help="Comma-separated proxy addresses or networks whose X-Forwarded-Proto, "
+             "X-Forwarded-Host and Forwarded headers set the dashboard's scheme and host, "
+             "or * for every peer; trusted_proxies in config.toml are added.")]
+    = "127.0.0.1",
 ) -> None:
     """Run the collector (pixel, beacon, snippet, redirects, API) and the processor."""
     from trackpixel.serve import serve as run_server
+    from trackpixel.web.proxy import FORWARDED_ALLOW_IPS_ENV, parse_allow_ips
 
+    parse_allow_ips(forwarded_allow_ips)  # raises ValueError, printed as an Error: line
+    os.environ[FORWARDED_ALLOW_IPS_ENV] = forwarded_allow_ips
     _check_port_free(host, port)
     from trackpixel.storage.backends import resolve_store_url
 

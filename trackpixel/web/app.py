@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -12,6 +13,7 @@ from trackpixel.config import DataDir
 from trackpixel.storage.sqlite import connect, migrate
 from trackpixel.web import api, openapi, views
 from trackpixel.web.context import WebConfig, make_templates
+from trackpixel.web.proxy import ProxyHeaders, allow_ips_from_env
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -37,7 +39,12 @@ def create_web_app(data_dir: DataDir) -> Starlette:
         Mount("/static/dashboard", StaticFiles(directory=STATIC_DIR), name="static"),
         Route("/{path:path}", api.not_found),
     ]
-    app = Starlette(routes=routes)
+    settings = data_dir.settings()
+    # The scheme and host headers are read from the --forwarded-allow-ips addresses (default
+    # 127.0.0.1) and from the proxies in trusted_proxies (config.toml).
+    allowed = allow_ips_from_env()
+    trusted = None if allowed is None else (*allowed, *settings.trusted_proxies)
+    app = Starlette(routes=routes, middleware=[Middleware(ProxyHeaders, trusted=trusted)])
     app.state.web = WebConfig(db_path=data_dir.db_path, templates=make_templates(),
-                              trusted_proxies=data_dir.settings().trusted_proxies)
+                              trusted_proxies=settings.trusted_proxies)
     return app
