@@ -351,12 +351,16 @@ def link(
     data_dir: DataDirOption = None,
     collector: CollectorOption = DEFAULT_PUBLIC_URL,
 ) -> None:
-    """Print a tracked link that records the click and redirects to DESTINATION."""
-    if not destination.startswith(("http://", "https://")):
-        raise CliError(f"destination {destination!r} must start with http:// or https://")
+    """Print a tracked link that records the click and redirects to DESTINATION.
+
+    DESTINATION is stored as a browser sends it: the host IDNA-encoded, other non-ASCII
+    characters and spaces percent-encoded."""
+    from trackpixel.links import normalize_destination
+
+    normalized = normalize_destination(destination)  # InvalidDestination is a ValueError
     directory, store = _open(data_dir)
     found = get_site(store.conn, site)
-    payload = {"s": found.id, "d": destination, "cmp": campaign, "crv": creative,
+    payload = {"s": found.id, "d": normalized, "cmp": campaign, "crv": creative,
                "plc": placement, "r": recipient, "ch": channel}
     token = tokens.sign(directory.secret(), "click",
                         {key: value for key, value in payload.items() if value})

@@ -39,6 +39,7 @@ from trackpixel.collector.asgi import (
 )
 from trackpixel.collector.images import GIF, PNG
 from trackpixel.config import DataDir, Settings, resolve_data_dir
+from trackpixel.links import InvalidDestination, normalize_destination
 from trackpixel.pipeline.api import validate_api_batch
 from trackpixel.pipeline.fields import InvalidField
 from trackpixel.pipeline.scrub import scrub_bytes
@@ -261,8 +262,17 @@ class Collector:
                                          RejectReason.BAD_SIGNATURE, str(exc))
             await respond(send, 400, _BAD_LINK_PAGE, b"text/html; charset=utf-8", NO_STORE)
             return
+        try:
+            # Links signed before destinations were checked may hold any text.
+            location = normalize_destination(destination).encode("ascii")
+        except InvalidDestination as exc:
+            await self._record_rejection(scope, headers, Source.CLICK,
+                                         token[:tokens.MAX_TOKEN_CHARS].encode(),
+                                         RejectReason.INVALID_FIELD, str(exc)[:500])
+            await respond(send, 400, _BAD_DESTINATION_PAGE, b"text/html; charset=utf-8",
+                          NO_STORE)
+            return
         await self._commit(self._spool_row(scope, headers, Source.CLICK, token.encode(), {}))
-        location = destination.encode("utf-8")
         await respond(send, 302, b"", b"text/plain", [(b"location", location), *NO_STORE])
 
     # Beacon
@@ -512,6 +522,12 @@ _BAD_LINK_PAGE = (
     b"<!doctype html><html lang=en><meta charset=utf-8><title>Invalid link</title>"
     b"<h1>Invalid link</h1><p>This tracking link is damaged or was not issued by this server, "
     b"so it was not followed.</p></html>"
+)
+
+_BAD_DESTINATION_PAGE = (
+    b"<!doctype html><html lang=en><meta charset=utf-8><title>Invalid link</title>"
+    b"<h1>Invalid link</h1><p>This tracking link points to an invalid address, so it was not "
+    b"followed.</p></html>"
 )
 
 
