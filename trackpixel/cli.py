@@ -646,15 +646,81 @@ def users_password(
     = False,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Set a user's password."""
+    """Set a user's password and log out their browser sessions; API tokens keep working
+    until revoked with 'trackpixel users revoke-token'."""
     from trackpixel.web import auth
 
     _, store = _open(data_dir)
     try:
-        auth.set_password(store.conn, email, _read_password(password_stdin))
+        ended = auth.set_password(store.conn, email, _read_password(password_stdin))
     except auth.AuthError as exc:
         raise CliError(str(exc)) from None
-    console.print(f"password set for {email}", markup=False)
+    console.print(f"password set for {email}; {ended} session(s) ended", markup=False)
+
+
+@users_app.command("remove")
+@handle_errors
+def users_remove(
+    email: Annotated[str, typer.Argument(help="Email of the user to remove.")],
+    data_dir: DataDirOption = None,
+) -> None:
+    """Remove a user with their site grants, browser sessions and API tokens."""
+    from trackpixel.web import auth
+
+    _, store = _open(data_dir)
+    try:
+        sessions, api_tokens = auth.remove_user(store.conn, email)
+    except auth.AuthError as exc:
+        raise CliError(str(exc)) from None
+    console.print(f"removed {email}: {sessions} session(s) ended, {api_tokens} API token(s) "
+                  "revoked", markup=False)
+
+
+@users_app.command("tokens")
+@handle_errors
+def users_tokens(
+    email: Annotated[str, typer.Argument(help="Email of the user.")],
+    data_dir: DataDirOption = None,
+    output: FormatOption = OutputFormat.table,
+) -> None:
+    """List a user's API tokens: id, label, creation and last use (UTC milliseconds)."""
+    from trackpixel.web import auth
+
+    _, store = _open(data_dir)
+    try:
+        user = auth.find_user(store.conn, email)
+    except auth.AuthError as exc:
+        raise CliError(str(exc)) from None
+    rows: list[list[Any]] = [[token.id, token.label, token.created_ts, token.last_used_ts]
+                             for token in auth.list_tokens(store.conn, user)]
+    _print_table(reports.Table(f"API tokens of {user.email}",
+                               ["id", "label", "created_ts", "last_used_ts"], rows), output)
+
+
+@users_app.command("revoke-token")
+@handle_errors
+def users_revoke_token(
+    email: Annotated[str, typer.Argument(help="Email of the token's user.")],
+    token: Annotated[str, typer.Argument(
+        help="The token's id from 'trackpixel users tokens EMAIL', or the token itself.")],
+    data_dir: DataDirOption = None,
+) -> None:
+    """Revoke one API token, so requests with it are rejected."""
+    from trackpixel.web import auth
+
+    _, store = _open(data_dir)
+    try:
+        user = auth.find_user(store.conn, email)
+    except auth.AuthError as exc:
+        raise CliError(str(exc)) from None
+    key: int | str = int(token) if token.isdigit() else token
+    # A token given by value is a secret, so messages name only an id.
+    if not auth.revoke_token(store.conn, user, key):
+        missing = f"API token {token}" if token.isdigit() else "such API token"
+        raise CliError(f"{user.email} has no {missing}: run 'trackpixel users tokens "
+                       f"{user.email}'")
+    revoked = f"API token {token}" if token.isdigit() else "the given API token"
+    console.print(f"revoked {revoked} of {user.email}", markup=False)
 
 
 # quick start
