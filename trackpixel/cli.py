@@ -381,11 +381,18 @@ def _query(store: SqliteStore, site: str, from_day: str | None, to_day: str | No
 
 
 def _check_day(value: str, option: str) -> str:
+    from trackpixel.web.reports import check_report_day
+
     try:
-        return date.fromisoformat(value).isoformat()
+        day = date.fromisoformat(value)
     except ValueError:
         raise CliError(f"{option} {value!r} is not a valid date; use YYYY-MM-DD, "
                        "e.g. 2026-11-30") from None
+    try:
+        check_report_day(day, option)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    return day.isoformat()
 
 
 FromOption = Annotated[str | None, typer.Option(

@@ -20,7 +20,16 @@ from trackpixel.reports.run import Table
 from trackpixel.sites import Site, UnknownSite, get_site
 from trackpixel.web import auth
 from trackpixel.web.context import config, database, json_error, session_for, visible_sites
-from trackpixel.web.reports import REPORTS, ParamError, ReportRequest, parse_request, run_report
+from trackpixel.web.reports import (
+    FILTERS,
+    OPTION_PARAMS,
+    REPORTS,
+    ParamError,
+    ReportRequest,
+    UnknownParam,
+    parse_request,
+    run_report,
+)
 
 log = logging.getLogger("trackpixel.web.api")
 
@@ -87,6 +96,10 @@ def report(request: Request) -> Response:
         parsed = parse_request(site, request.query_params,
                                request.query_params.getlist("step"))
         table = run_report(config(request).db_path, name, site, parsed)
+    except UnknownParam as exc:
+        return json_error(400, "unknown_parameter", str(exc), {
+            "param": exc.param, "allowed_filters": list(FILTERS),
+            "allowed_parameters": list(OPTION_PARAMS)})
     except ParamError as exc:
         return json_error(400, "invalid_parameter", str(exc), {"param": exc.param})
     except ValueError as exc:
