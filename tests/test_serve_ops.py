@@ -106,7 +106,7 @@ def test_retention_failure_skips_one_site(tmp_path: Path, monkeypatch: pytest.Mo
     from trackpixel.pipeline import maintenance
     from trackpixel.pipeline.maintenance import DAY_MS, Maintenance
 
-    directory, conn = open_data_dir(tmp_path / "data")
+    _, conn = open_data_dir(tmp_path / "data")
     broken = make_site(conn, "broken.example")
     healthy = make_site(conn, "healthy.example")
     now = int(time.time() * 1000)

@@ -30,21 +30,23 @@ from trackpixel.sites import Site, SiteError, add_site, get_site, list_sites
 from trackpixel.storage.records import EventStore
 from trackpixel.storage.sqlite import SqliteStore, connect, migrate
 
-# Plain click help and errors: with rich markup, help text such as "[default: ...]" is read
-# as a markup tag and dropped, and usage errors are drawn as boxed panels.
-_PLAIN = {"rich_markup_mode": None, "pretty_exceptions_enable": False}
-app = typer.Typer(help="Self-hosted tracking pixel and conversion measurement server.",
-                  no_args_is_help=True, add_completion=False, **_PLAIN)
-sites_app = typer.Typer(help="Add and list tracked sites.", no_args_is_help=True, **_PLAIN)
-report_app = typer.Typer(help="Print reports as a table, JSON or CSV.", no_args_is_help=True,
-                         **_PLAIN)
+
+def _typer(help_text: str) -> typer.Typer:
+    """Create a command group with plain click help and errors. With rich markup, help text
+    such as "[default: ...]" is read as a markup tag and dropped, and usage errors are drawn
+    as boxed panels."""
+    return typer.Typer(help=help_text, no_args_is_help=True, add_completion=False,
+                       rich_markup_mode=None, pretty_exceptions_enable=False)
+
+
+app = _typer("Self-hosted tracking pixel and conversion measurement server.")
+sites_app = _typer("Add and list tracked sites.")
+report_app = _typer("Print reports as a table, JSON or CSV.")
 app.add_typer(sites_app, name="sites")
 app.add_typer(report_app, name="report")
-users_app = typer.Typer(help="Add, list and remove dashboard users and their API tokens.",
-                        no_args_is_help=True, **_PLAIN)
+users_app = _typer("Add, list and remove dashboard users and their API tokens.")
 app.add_typer(users_app, name="users")
-rollups_app = typer.Typer(help="Maintain the report rollups of the SQLite store.",
-                          no_args_is_help=True, **_PLAIN)
+rollups_app = _typer("Maintain the report rollups of the SQLite store.")
 app.add_typer(rollups_app, name="rollups")
 
 # soft_wrap: long lines (signed URLs, tags, errors) are printed whole, never broken at the
@@ -782,8 +784,7 @@ def _valid_zone(name: str | None) -> bool:
 
 # privacy
 
-privacy_app = typer.Typer(help="Export or erase what is stored about one person.",
-                          no_args_is_help=True)
+privacy_app = _typer("Export or erase what is stored about one person.")
 app.add_typer(privacy_app, name="privacy")
 
 SelectorKindOption = Annotated[str, typer.Option(

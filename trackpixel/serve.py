@@ -53,7 +53,12 @@ def _processor_main(root: str, parent_pid: int, store_url: str) -> None:
     # reads every spool complete.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from pathlib import Path
-    run_processor(DataDir(Path(root)), stop, parent_pid=parent_pid, store_url=store_url)
+    try:
+        run_processor(DataDir(Path(root)), stop, parent_pid=parent_pid, store_url=store_url)
+    except Exception:
+        # Logged here in the server's log format; serve then starts a new processor.
+        log.exception("processor failed")
+        raise SystemExit(1) from None
 
 
 def start_processor(data_dir: DataDir,

@@ -281,11 +281,12 @@ def revoke_token(conn: sqlite3.Connection, user: User, token: int | str) -> bool
     """Delete one of ``user``'s API tokens, given by its id or by the token itself; return
     False when the user has no such token."""
     if isinstance(token, int):
-        sql, value = "DELETE FROM api_tokens WHERE user_id = ? AND id = ?", token
+        deleted = conn.execute("DELETE FROM api_tokens WHERE user_id = ? AND id = ?",
+                               (user.id, token)).rowcount
     else:
-        sql, value = ("DELETE FROM api_tokens WHERE user_id = ? AND token_hash = ?",
-                      hash_secret(token))
-    return bool(conn.execute(sql, (user.id, value)).rowcount)
+        deleted = conn.execute("DELETE FROM api_tokens WHERE user_id = ? AND token_hash = ?",
+                               (user.id, hash_secret(token))).rowcount
+    return bool(deleted)
 
 
 def user_for_token(conn: sqlite3.Connection, token: str) -> User | None:
