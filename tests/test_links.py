@@ -77,3 +77,15 @@ def test_click_stored_raw_destination(server: Server, site: SiteInfo, data_dir: 
 
     assert response.status_code == 302
     assert response.headers["location"] == "https://example.com/%C3%A4%20b"
+
+
+def test_click_keeps_browser_query_characters(server: Server, site: SiteInfo,
+                                              data_dir: Path) -> None:
+    url = cli(data_dir, "link", "https://example.com/a|b?utm_source=news&ids=[1]|{2}&q=it's",
+              "--site", site.id, "--collector", server.base).stdout.strip()
+
+    response = httpx.get(url)
+
+    assert response.status_code == 302
+    assert response.headers["location"] == \
+        "https://example.com/a|b?utm_source=news&ids=[1]|{2}&q=it%27s"

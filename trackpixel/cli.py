@@ -298,7 +298,9 @@ def email_pixel(
     recipients: Annotated[Path | None, typer.Option(
         help="File with one recipient id per line (or a CSV whose first column is the id): "
              "prints a CSV of recipient,pixel_url to import into your email service as a "
-             "custom field.")] = None,
+             "custom field. An id starting with =, +, -, @, a tab or a carriage return is "
+             "written with a leading ' so that spreadsheets do not run it as a formula.")]
+    = None,
     data_dir: DataDirOption = None,
     collector: CollectorOption = DEFAULT_PUBLIC_URL,
 ) -> None:

@@ -8,10 +8,12 @@ import unicodedata
 from urllib.parse import SplitResult, quote, urlsplit, urlunsplit
 
 MAX_DESTINATION_CHARS = 4096
-# Characters left as they are in each part; everything else is percent-encoded as UTF-8.
-# "%" is kept so that an already encoded URL is not encoded twice.
-_PATH_SAFE = "/:@!$&'()*+,;=-._~%"
-_QUERY_SAFE = _PATH_SAFE + "?"
+# Printable ASCII characters that browsers percent-encode in each part (the WHATWG URL
+# Standard's fragment, special-query and path percent-encode sets). Controls, spaces and
+# non-ASCII characters are encoded in every part. "%" is kept, so an encoded URL stays as it is.
+_FRAGMENT_ENCODED = frozenset('"<>`')
+_QUERY_ENCODED = frozenset("\"#<>'")
+_PATH_ENCODED = frozenset('"#<>?`{}^')
 
 
 class InvalidDestination(ValueError):
@@ -36,9 +38,14 @@ def normalize_destination(url: str) -> str:
         raise InvalidDestination(f"destination {url!r} must not contain a user name or "
                                  "password")
     netloc = _netloc(parts.hostname, _port(parts, url), url)
-    return urlunsplit((scheme, netloc, quote(parts.path, safe=_PATH_SAFE) or "/",
-                       quote(parts.query, safe=_QUERY_SAFE),
-                       quote(parts.fragment, safe=_QUERY_SAFE)))
+    return urlunsplit((scheme, netloc, _percent_encode(parts.path, _PATH_ENCODED) or "/",
+                       _percent_encode(parts.query, _QUERY_ENCODED),
+                       _percent_encode(parts.fragment, _FRAGMENT_ENCODED)))
+
+
+def _percent_encode(text: str, encoded: frozenset[str]) -> str:
+    return "".join(quote(char, safe="") if char in encoded or not "!" <= char <= "~" else char
+                   for char in text)
 
 
 def _port(parts: SplitResult, url: str) -> int | None:
