@@ -13,7 +13,7 @@ MAX_DESTINATION_CHARS = 4096
 # non-ASCII characters are encoded in every part. "%" is kept, so an encoded URL stays as it is.
 _FRAGMENT_ENCODED = frozenset('"<>`')
 _QUERY_ENCODED = frozenset("\"#<>'")
-_PATH_ENCODED = frozenset('"#<>?`{}^')
+_PATH_ENCODED = frozenset('"#<>?`{}')
 
 
 class InvalidDestination(ValueError):
