@@ -44,6 +44,7 @@ from trackpixel.pipeline.api import validate_api_batch
 from trackpixel.pipeline.fields import InvalidField
 from trackpixel.pipeline.scrub import scrub_bytes
 from trackpixel.pipeline.userdata import hash_user_data
+from trackpixel.processor_status import read_status
 from trackpixel.sites import SiteCache
 from trackpixel.spool import HitRow, SpoolError, SpoolWriter
 from trackpixel.storage.backends import max_spool_rows
@@ -456,8 +457,6 @@ class Collector:
         await respond(send, 200, self.snippet, b"application/javascript; charset=utf-8", extra)
 
     async def healthz(self, scope: Scope, receive: Receive, send: Send) -> None:
-        from trackpixel.processor_status import read_status
-
         problems = []
         if self.writer is None:
             problems.append("spool is not open")
