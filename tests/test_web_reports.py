@@ -5,12 +5,26 @@ in plain Python from the same rows. The site is in Europe/Berlin and the range c
 from __future__ import annotations
 
 import random
+import re
+import subprocess
+import sys
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
-from web_fixtures import add_user, client, event, insert_events, make_site, open_data_dir
+from server import Server, add_site, cli
+from web_fixtures import (
+    PASSWORD,
+    add_user,
+    client,
+    event,
+    insert_events,
+    make_site,
+    open_data_dir,
+)
 
 from trackpixel.storage.records import EventRow
 from trackpixel.web import auth
@@ -237,3 +251,110 @@ def test_rejected_hits_by_scope(tmp_path) -> None:  # type: ignore[no-untyped-de
         assert body["columns"] == ["reason", "scope", "hits", "last_seen_utc", "samples"]
         assert [row[:3] for row in body["rows"]] == expected, user.email
     conn.close()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str, str]]:
+    """A running server with one site and an admin: (server, site id, API token)."""
+    data = tmp_path_factory.mktemp("served")
+    site = add_site(data, "localhost")
+    subprocess.run([sys.executable, "-m", "trackpixel", "users", "add", "admin@example.com",
+                    "--role", "admin", "--password-stdin", "--data-dir", str(data)],
+                   input=PASSWORD + "\n", text=True, check=True, capture_output=True)
+    token = cli(data, "users", "token", "admin@example.com").stdout.strip()
+    server = Server(data).start()
+    yield server, site.id, token
+    server.stop()
+
+
+def _api(served: tuple[Server, str, str], report: str, query: str) -> httpx.Response:
+    server, site_id, token = served
+    return httpx.get(f"{server.base}/api/v1/reports/{report}?site={site_id}&{query}",
+                     headers={"Authorization": f"Bearer {token}"})
+
+
+def _dashboard(served: tuple[Server, str, str]) -> httpx.Client:
+    server, _, _ = served
+    browser = httpx.Client(base_url=server.base)
+    page = browser.get("/dashboard/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert token is not None
+    response = browser.post("/dashboard/login", data={
+        "email": "admin@example.com", "password": PASSWORD, "csrf_token": token.group(1)})
+    assert response.status_code == 303
+    return browser
+
+
+OUT_OF_RANGE = [
+    ("overview", "from=0001-01-05&to=0001-01-06", "to"),
+    ("pages", "from=0001-01-05&to=0001-01-06", "to"),
+    ("timeseries", "from=0001-01-05&to=0001-01-06&interval=week", "to"),
+    ("funnel", "from=0001-01-05&to=0001-01-06&step=page:/&step=event:Signup", "to"),
+    ("rejected", "from=9999-12-31&to=9999-12-31", "to"),
+    ("overview", "to=0001-01-05", "to"),
+    ("overview", "from=1999-12-31&to=2000-01-05", "from"),
+]
+
+
+@pytest.mark.parametrize(("report", "query", "param"), OUT_OF_RANGE)
+def test_api_rejects_unsupported_dates(served: tuple[Server, str, str], report: str,
+                                       query: str, param: str) -> None:
+    response = _api(served, report, query)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_parameter"
+    assert error["details"] == {"param": param}
+    assert "outside the supported range 2000-01-01 to 9998-12-31" in error["message"]
+
+
+def test_api_accepts_range_edges(served: tuple[Server, str, str]) -> None:
+    for query in ("from=2000-01-01&to=2000-01-31", "from=9998-12-01&to=9998-12-31"):
+        for report in ("overview", "timeseries", "rejected"):
+            response = _api(served, report, query)
+            assert response.status_code == 200, (report, query, response.text)
+
+
+def test_dashboard_rejects_unsupported_dates(served: tuple[Server, str, str]) -> None:
+    browser = _dashboard(served)
+    for view in ("overview", "pages", "quality", "funnel"):
+        page = browser.get(f"/dashboard/{view}?from=0001-01-05&to=0001-01-06")
+        assert page.status_code == 400, view
+        assert "outside the supported range 2000-01-01 to 9998-12-31" in page.text
+
+
+def test_cli_rejects_unsupported_dates(served: tuple[Server, str, str]) -> None:
+    server, site_id, _ = served
+    result = cli(server.data_dir, "report", "rejected", "--site", site_id, "--to", "9999-12-31",
+                 check=False)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "Error: --to=9999-12-31 is outside the supported range 2000-01-01 to 9998-12-31"]
+
+
+def test_api_rejects_unknown_filter(served: tuple[Server, str, str]) -> None:
+    response = _api(served, "pages", "colour=red")
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "unknown_parameter"
+    assert error["details"]["param"] == "colour"
+    assert "country" in error["details"]["allowed_filters"]
+    assert "prop" in error["details"]["allowed_filters"]
+    assert "limit" in error["details"]["allowed_parameters"]
+    assert "unknown parameter 'colour'" in error["message"]
+
+
+def test_api_known_parameters_accepted(served: tuple[Server, str, str]) -> None:
+    queries = ["format=csv&limit=5", "interval=hour&goal=Signup", "country=DE&prop=plan%3Dpro",
+               "prop_event=Signup", "step=page:/&step=event:Signup&window_hours=2"]
+    for query in queries:
+        report = "funnel" if "step=" in query else "timeseries"
+        response = _api(served, report, query)
+        assert response.status_code == 200, (query, response.text)
+
+
+def test_dashboard_rejects_unknown_filter(served: tuple[Server, str, str]) -> None:
+    browser = _dashboard(served)
+    page = browser.get("/dashboard/pages?colour=red")
+    assert page.status_code == 400
+    assert "unknown parameter &#39;colour&#39;" in page.text
+    assert browser.get("/dashboard/pages?country=DE&interval=day").status_code == 200

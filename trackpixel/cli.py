@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import logging
 import os
 import sys
 import threading
@@ -22,23 +23,30 @@ from rich.table import Table as RichTable
 
 from trackpixel import logs, tokens
 from trackpixel.config import ConfigError, DataDir, resolve_data_dir
+from trackpixel.csvfile import write_csv
 from trackpixel.reports import run as reports
 from trackpixel.reports.queries import ReportQuery
 from trackpixel.sites import Site, SiteError, add_site, get_site, list_sites
 from trackpixel.storage.records import EventStore
 from trackpixel.storage.sqlite import SqliteStore, connect, migrate
 
-app = typer.Typer(help="Self-hosted tracking pixel and conversion measurement server.",
-                  no_args_is_help=True, add_completion=False)
-sites_app = typer.Typer(help="Add and list tracked sites.", no_args_is_help=True)
-report_app = typer.Typer(help="Print reports as a table, JSON or CSV.", no_args_is_help=True)
+
+def _typer(help_text: str) -> typer.Typer:
+    """Create a command group with plain click help and errors. With rich markup, help text
+    such as "[default: ...]" is read as a markup tag and dropped, and usage errors are drawn
+    as boxed panels."""
+    return typer.Typer(help=help_text, no_args_is_help=True, add_completion=False,
+                       rich_markup_mode=None, pretty_exceptions_enable=False)
+
+
+app = _typer("Self-hosted tracking pixel and conversion measurement server.")
+sites_app = _typer("Add and list tracked sites.")
+report_app = _typer("Print reports as a table, JSON or CSV.")
 app.add_typer(sites_app, name="sites")
 app.add_typer(report_app, name="report")
-users_app = typer.Typer(help="Add and list dashboard users and their API tokens.",
-                        no_args_is_help=True)
+users_app = _typer("Add, list and remove dashboard users and their API tokens.")
 app.add_typer(users_app, name="users")
-rollups_app = typer.Typer(help="Maintain the report rollups of the SQLite store.",
-                          no_args_is_help=True)
+rollups_app = _typer("Maintain the report rollups of the SQLite store.")
 app.add_typer(rollups_app, name="rollups")
 
 # soft_wrap: long lines (signed URLs, tags, errors) are printed whole, never broken at the
@@ -120,6 +128,10 @@ def _open_events(directory: DataDir, state: SqliteStore, store: str | None) -> E
     from trackpixel.storage.backends import open_event_store, resolve_store_url
     from trackpixel.storage.records import StoreUnavailable
 
+    if (os.environ.get(logs.LEVEL_ENV) or "").upper() != "DEBUG":
+        # clickhouse_driver logs a warning with a traceback for each failed connection. The
+        # CLI reports the failure in its one Error: line instead.
+        logging.getLogger("clickhouse_driver").setLevel(logging.ERROR)
     try:
         return open_event_store(resolve_store_url(directory, store), state)
     except StoreUnavailable as exc:
@@ -138,10 +150,19 @@ def serve(
     processor: Annotated[bool, typer.Option(
         help="Also run the processor that turns spooled hits into events.")] = True,
     store: StoreOption = None,
+    forwarded_allow_ips: Annotated[str, typer.Option(
+        envvar="TRACKPIXEL_FORWARDED_ALLOW_IPS", show_envvar=True,
+        help="Comma-separated proxy addresses or networks whose X-Forwarded-Proto, "
+             "X-Forwarded-Host and Forwarded headers set the dashboard's scheme and host, "
+             "or * for every peer; trusted_proxies in config.toml are added.")]
+    = "127.0.0.1",
 ) -> None:
     """Run the collector (pixel, beacon, snippet, redirects, API) and the processor."""
     from trackpixel.serve import serve as run_server
+    from trackpixel.web.proxy import FORWARDED_ALLOW_IPS_ENV, parse_allow_ips
 
+    parse_allow_ips(forwarded_allow_ips)  # raises ValueError, printed as an Error: line
+    os.environ[FORWARDED_ALLOW_IPS_ENV] = forwarded_allow_ips
     _check_port_free(host, port)
     from trackpixel.storage.backends import resolve_store_url
 
@@ -158,6 +179,9 @@ def _check_port_free(host: str, port: int) -> None:
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # SO_REUSEADDR lets the probe bind while only TIME-WAIT connections of an earlier
+        # server remain. A socket that listens on the port still makes the bind fail.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:
@@ -274,7 +298,9 @@ def email_pixel(
     recipients: Annotated[Path | None, typer.Option(
         help="File with one recipient id per line (or a CSV whose first column is the id): "
              "prints a CSV of recipient,pixel_url to import into your email service as a "
-             "custom field.")] = None,
+             "custom field. An id starting with =, +, -, @, a tab or a carriage return is "
+             "written with a leading ' so that spreadsheets do not run it as a formula.")]
+    = None,
     data_dir: DataDirOption = None,
     collector: CollectorOption = DEFAULT_PUBLIC_URL,
 ) -> None:
@@ -305,12 +331,10 @@ def email_pixel(
         lines = recipients.read_text().splitlines()
     except OSError as exc:
         raise CliError(f"cannot read {recipients}: {exc.strerror}") from None
-    writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(["recipient", "pixel_url"])
-    for row in csv.reader(lines):
-        recipient_id = row[0].strip() if row else ""
-        if recipient_id and recipient_id.lower() not in ("recipient", "id"):
-            writer.writerow([recipient_id, pixel_url(recipient_id)])
+    recipient_ids = [row[0].strip() for row in csv.reader(lines) if row]
+    write_csv(sys.stdout, ["recipient", "pixel_url"],
+              [[recipient_id, pixel_url(recipient_id)] for recipient_id in recipient_ids
+               if recipient_id and recipient_id.lower() not in ("recipient", "id")])
 
 
 @app.command()
@@ -331,12 +355,16 @@ def link(
     data_dir: DataDirOption = None,
     collector: CollectorOption = DEFAULT_PUBLIC_URL,
 ) -> None:
-    """Print a tracked link that records the click and redirects to DESTINATION."""
-    if not destination.startswith(("http://", "https://")):
-        raise CliError(f"destination {destination!r} must start with http:// or https://")
+    """Print a tracked link that records the click and redirects to DESTINATION.
+
+    DESTINATION is stored as a browser sends it: the host IDNA-encoded, other non-ASCII
+    characters and spaces percent-encoded."""
+    from trackpixel.links import normalize_destination
+
+    normalized = normalize_destination(destination)  # InvalidDestination is a ValueError
     directory, store = _open(data_dir)
     found = get_site(store.conn, site)
-    payload = {"s": found.id, "d": destination, "cmp": campaign, "crv": creative,
+    payload = {"s": found.id, "d": normalized, "cmp": campaign, "crv": creative,
                "plc": placement, "r": recipient, "ch": channel}
     token = tokens.sign(directory.secret(), "click",
                         {key: value for key, value in payload.items() if value})
@@ -357,11 +385,18 @@ def _query(store: SqliteStore, site: str, from_day: str | None, to_day: str | No
 
 
 def _check_day(value: str, option: str) -> str:
+    from trackpixel.web.reports import check_report_day
+
     try:
-        return date.fromisoformat(value).isoformat()
+        day = date.fromisoformat(value)
     except ValueError:
         raise CliError(f"{option} {value!r} is not a valid date; use YYYY-MM-DD, "
                        "e.g. 2026-11-30") from None
+    try:
+        check_report_day(day, option)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    return day.isoformat()
 
 
 FromOption = Annotated[str | None, typer.Option(
@@ -492,9 +527,7 @@ def _print_table(table: reports.Table, output: OutputFormat) -> None:
         sys.stdout.write(orjson.dumps(table.as_dicts()).decode() + "\n")
     elif output is OutputFormat.csv:
         buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(table.columns)
-        writer.writerows(table.rows)
+        write_csv(buffer, table.columns, table.rows)
         sys.stdout.write(buffer.getvalue())
     else:
         rich_table = RichTable(title=table.title)
@@ -532,10 +565,7 @@ def export(
         raise CliError(f"cannot write {output}: {exc.strerror}") from None
     try:
         if output_format is ExportFormat.csv:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(EVENT_COLUMNS)
-            for row in cursor:
-                writer.writerow(row)
+            write_csv(handle, EVENT_COLUMNS, cursor)
         else:
             for row in cursor:
                 handle.write(orjson.dumps(dict(zip(EVENT_COLUMNS, row, strict=True))).decode()
@@ -628,15 +658,81 @@ def users_password(
     = False,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Set a user's password."""
+    """Set a user's password and log out their browser sessions; API tokens keep working
+    until revoked with 'trackpixel users revoke-token'."""
     from trackpixel.web import auth
 
     _, store = _open(data_dir)
     try:
-        auth.set_password(store.conn, email, _read_password(password_stdin))
+        ended = auth.set_password(store.conn, email, _read_password(password_stdin))
     except auth.AuthError as exc:
         raise CliError(str(exc)) from None
-    console.print(f"password set for {email}", markup=False)
+    console.print(f"password set for {email}; {ended} session(s) ended", markup=False)
+
+
+@users_app.command("remove")
+@handle_errors
+def users_remove(
+    email: Annotated[str, typer.Argument(help="Email of the user to remove.")],
+    data_dir: DataDirOption = None,
+) -> None:
+    """Remove a user with their site grants, browser sessions and API tokens."""
+    from trackpixel.web import auth
+
+    _, store = _open(data_dir)
+    try:
+        sessions, api_tokens = auth.remove_user(store.conn, email)
+    except auth.AuthError as exc:
+        raise CliError(str(exc)) from None
+    console.print(f"removed {email}: {sessions} session(s) ended, {api_tokens} API token(s) "
+                  "revoked", markup=False)
+
+
+@users_app.command("tokens")
+@handle_errors
+def users_tokens(
+    email: Annotated[str, typer.Argument(help="Email of the user.")],
+    data_dir: DataDirOption = None,
+    output: FormatOption = OutputFormat.table,
+) -> None:
+    """List a user's API tokens: id, label, creation and last use (UTC milliseconds)."""
+    from trackpixel.web import auth
+
+    _, store = _open(data_dir)
+    try:
+        user = auth.find_user(store.conn, email)
+    except auth.AuthError as exc:
+        raise CliError(str(exc)) from None
+    rows: list[list[Any]] = [[token.id, token.label, token.created_ts, token.last_used_ts]
+                             for token in auth.list_tokens(store.conn, user)]
+    _print_table(reports.Table(f"API tokens of {user.email}",
+                               ["id", "label", "created_ts", "last_used_ts"], rows), output)
+
+
+@users_app.command("revoke-token")
+@handle_errors
+def users_revoke_token(
+    email: Annotated[str, typer.Argument(help="Email of the token's user.")],
+    token: Annotated[str, typer.Argument(
+        help="The token's id from 'trackpixel users tokens EMAIL', or the token itself.")],
+    data_dir: DataDirOption = None,
+) -> None:
+    """Revoke one API token, so requests with it are rejected."""
+    from trackpixel.web import auth
+
+    _, store = _open(data_dir)
+    try:
+        user = auth.find_user(store.conn, email)
+    except auth.AuthError as exc:
+        raise CliError(str(exc)) from None
+    key: int | str = int(token) if token.isdigit() else token
+    # A token given by value is a secret, so messages name only an id.
+    if not auth.revoke_token(store.conn, user, key):
+        missing = f"API token {token}" if token.isdigit() else "such API token"
+        raise CliError(f"{user.email} has no {missing}: run 'trackpixel users tokens "
+                       f"{user.email}'")
+    revoked = f"API token {token}" if token.isdigit() else "the given API token"
+    console.print(f"revoked {revoked} of {user.email}", markup=False)
 
 
 # quick start
@@ -691,8 +787,7 @@ def _valid_zone(name: str | None) -> bool:
 
 # privacy
 
-privacy_app = typer.Typer(help="Export or erase what is stored about one person.",
-                          no_args_is_help=True)
+privacy_app = _typer("Export or erase what is stored about one person.")
 app.add_typer(privacy_app, name="privacy")
 
 SelectorKindOption = Annotated[str, typer.Option(
@@ -865,7 +960,23 @@ def _root(version: Annotated[bool, typer.Option(
 
 
 def main() -> None:
-    app()
+    """Run the CLI; a usage error prints one ``Error: ...`` line and exits with status 2."""
+    # typer 0.29 bundles click as typer._click and exports no name for this error.
+    from typer._click.exceptions import NoArgsIsHelpError
+
+    try:
+        status = app(standalone_mode=False)
+    except NoArgsIsHelpError as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except typer.TyperException as exc:
+        # Usage errors: an invalid option value, a missing argument, an unknown command.
+        error_console.print(f"Error: {exc.format_message()}", markup=False, highlight=False)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        error_console.print("Aborted.", markup=False, highlight=False)
+        sys.exit(1)
+    sys.exit(status if isinstance(status, int) else 0)
 
 
 if __name__ == "__main__":

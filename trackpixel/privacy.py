@@ -49,6 +49,11 @@ class PrivacySettingsError(ValueError):
     """A privacy setting has an invalid value; the message names it."""
 
 
+# Maximum retention period a site may set, in days (100 years). The processor subtracts it
+# from the current time, and periods of about 740,000 days leave the range of Python dates.
+MAX_RETENTION_DAYS = 36_500
+
+
 @dataclass(frozen=True)
 class PrivacySettings:
     """A site's privacy settings, stored as JSON in ``sites.privacy``."""
@@ -93,8 +98,17 @@ class PrivacySettings:
 
 
 def parse_settings(raw: str | dict[str, Any] | None) -> PrivacySettings:
-    """Validate stored or user-given settings; missing keys keep their defaults."""
+    """Validate stored or user-given settings; missing keys keep their defaults.
+
+    Stored settings (a JSON string) may hold retention periods saved before
+    ``MAX_RETENTION_DAYS`` existed. Those are lowered to the maximum, not rejected, so the
+    site still loads."""
     data = orjson.loads(raw) if isinstance(raw, str) else (raw or {})
+    if isinstance(raw, str):
+        for key in ("retention_days", "rejected_retention_days"):
+            value = data.get(key)
+            if isinstance(value, int) and value > MAX_RETENTION_DAYS:
+                data[key] = MAX_RETENTION_DAYS
     base = PrivacySettings()
     mode = data.get("consent_mode", base.consent_mode)
     if mode not in CONSENT_MODES:
@@ -151,6 +165,9 @@ def _days(data: dict[str, Any], key: str, default: int) -> int:
     value = data.get(key, default)
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise PrivacySettingsError(f"{key} must be a whole number of days, at least 1")
+    if value > MAX_RETENTION_DAYS:
+        raise PrivacySettingsError(f"{key}={value} is too long: the maximum is "
+                                   f"{MAX_RETENTION_DAYS} days (100 years)")
     return value
 
 

@@ -39,10 +39,12 @@ from trackpixel.collector.asgi import (
 )
 from trackpixel.collector.images import GIF, PNG
 from trackpixel.config import DataDir, Settings, resolve_data_dir
+from trackpixel.links import InvalidDestination, normalize_destination
 from trackpixel.pipeline.api import validate_api_batch
 from trackpixel.pipeline.fields import InvalidField
 from trackpixel.pipeline.scrub import scrub_json, scrub_query, scrub_text
 from trackpixel.pipeline.userdata import hash_user_data, redact_json_body
+from trackpixel.processor_status import read_status
 from trackpixel.sites import SiteCache
 from trackpixel.spool import HitRow, SpoolError, SpoolWriter
 from trackpixel.storage.backends import max_spool_rows
@@ -303,9 +305,19 @@ class Collector:
                                              RejectReason.BAD_SIGNATURE, str(exc))
             await respond(send, 400, _BAD_LINK_PAGE, b"text/html; charset=utf-8", NO_STORE)
             return
+        try:
+            # Links signed before destinations were checked may hold any text.
+            location = normalize_destination(destination).encode("ascii")
+        except InvalidDestination as exc:
+            if method == "GET":
+                await self._record_rejection(scope, headers, Source.CLICK,
+                                             token[:tokens.MAX_TOKEN_CHARS].encode(),
+                                             RejectReason.INVALID_FIELD, str(exc)[:500])
+            await respond(send, 400, _BAD_DESTINATION_PAGE, b"text/html; charset=utf-8",
+                          NO_STORE)
+            return
         if method == "GET":
             await self._commit(self._spool_row(scope, headers, Source.CLICK, token.encode(), {}))
-        location = destination.encode("utf-8")
         await respond(send, 302, b"", b"text/plain", [(b"location", location), *NO_STORE])
 
     # Beacon
@@ -493,12 +505,27 @@ class Collector:
         await respond(send, 200, self.snippet, b"application/javascript; charset=utf-8", extra)
 
     async def healthz(self, scope: Scope, receive: Receive, send: Send) -> None:
-        healthy = self.writer is not None and self.spool_failures == 0
-        await respond_json(send, 200 if healthy else 503, {
-            "status": "ok" if healthy else "degraded",
+        problems = []
+        if self.writer is None:
+            problems.append("spool is not open")
+        if self.spool_failures:
+            problems.append(f"{self.spool_failures} spool writes failed")
+        processor = read_status()
+        processor_problem = processor.problem() if processor is not None else None
+        if processor_problem:
+            problems.append(processor_problem)
+        body: dict[str, Any] = {
+            "status": "degraded" if problems else "ok",
             "spool": self.writer.name if self.writer else None,
             "spool_failures": self.spool_failures,
-        })
+        }
+        if processor is not None:
+            body["processor"] = {"state": processor.state, "pid": processor.pid,
+                                 "restarts": processor.restarts,
+                                 "recent_restarts": processor.recent_restarts}
+        if problems:
+            body["reason"] = "; ".join(problems)
+        await respond_json(send, 503 if problems else 200, body)
 
     async def robots(self, scope: Scope, receive: Receive, send: Send) -> None:
         await respond(send, 200, _ROBOTS, b"text/plain; charset=utf-8")
@@ -547,6 +574,12 @@ _BAD_LINK_PAGE = (
     b"<!doctype html><html lang=en><meta charset=utf-8><title>Invalid link</title>"
     b"<h1>Invalid link</h1><p>This tracking link is damaged or was not issued by this server, "
     b"so it was not followed.</p></html>"
+)
+
+_BAD_DESTINATION_PAGE = (
+    b"<!doctype html><html lang=en><meta charset=utf-8><title>Invalid link</title>"
+    b"<h1>Invalid link</h1><p>This tracking link points to an invalid address, so it was not "
+    b"followed.</p></html>"
 )
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from trackpixel import rights
-from trackpixel.sites import list_sites
+from trackpixel.sites import Site, list_sites
 from trackpixel.storage import rollups
 from trackpixel.storage.records import EventStore
 
@@ -22,6 +22,7 @@ log = logging.getLogger("trackpixel.processor")
 
 RETENTION_INTERVAL_S = 3600.0
 PRIVACY_INTERVAL_S = 0.5
+ERASURE_RETRY_S = 60.0
 DAY_MS = 86_400_000
 
 
@@ -38,13 +39,24 @@ class Maintenance:
         self._last_privacy = 0.0
 
     def run_due(self, now: float | None = None) -> None:
+        """Run the erasures and retention that are due.
+
+        A failure is logged, not raised, so the processor keeps storing hits. Failed erasures
+        are retried after ``ERASURE_RETRY_S``, failed retention at the next hourly run."""
         now = time.time() if now is None else now
         if now - self._last_privacy >= PRIVACY_INTERVAL_S:
             self._last_privacy = now
-            self.apply_erasures()
+            try:
+                self.apply_erasures()
+            except Exception:
+                log.exception("erasure requests failed; retrying in %.0f s", ERASURE_RETRY_S)
+                self._last_privacy = now + ERASURE_RETRY_S
         if now - self._last_retention >= RETENTION_INTERVAL_S:
             self._last_retention = now
-            self.apply_retention(int(now * 1000))
+            try:
+                self.apply_retention(int(now * 1000))
+            except Exception:
+                log.exception("retention failed; retrying in %.0f s", RETENTION_INTERVAL_S)
 
     def apply_erasures(self) -> int:
         done = 0
@@ -69,27 +81,14 @@ class Maintenance:
             return self._apply_external_retention(self.events, now_ms)
         events = rejected = 0
         for site in list_sites(self.conn):
-            # Whole local days expire together, so each day is rolled up from all its events.
-            first_kept_day = datetime.fromtimestamp(
-                (now_ms - site.privacy.retention_days * DAY_MS) / 1000, site.zone
-            ).strftime("%Y-%m-%d")
-            rejected_cutoff = now_ms - site.privacy.rejected_retention_days * DAY_MS
-            self.conn.execute("BEGIN IMMEDIATE")
             try:
-                self.conn.execute(_ROLLUP_SQL, {"site_id": site.id, "day": first_kept_day})
-                candidates = rollups.expiring_ids(self.conn, site.id, first_kept_day)
-                expired = self.conn.execute(
-                    "DELETE FROM events WHERE site_id = ? AND local_day < ?",
-                    (site.id, first_kept_day)).rowcount
-                rollups.expire(self.conn, site.id, first_kept_day, candidates)
-                events += expired
-                rejected += self.conn.execute(
-                    "DELETE FROM rejected_hits WHERE site_id = ? AND received_ts < ?",
-                    (site.id, rejected_cutoff)).rowcount
-                self.conn.execute("COMMIT")
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
+                site_events, site_rejected = self._retain_site(site, now_ms)
+            except Exception:
+                # One site's failure leaves the other sites' retention and the processor running.
+                log.exception("retention failed for site %s", site.id)
+                continue
+            events += site_events
+            rejected += site_rejected
         orphans = self.conn.execute(
             "DELETE FROM rejected_hits WHERE site_id IS NULL AND received_ts < ?",
             (now_ms - 30 * DAY_MS,)).rowcount
@@ -98,35 +97,75 @@ class Maintenance:
                      rejected + orphans)
         return events, rejected + orphans
 
+    def _retain_site(self, site: Site, now_ms: int) -> tuple[int, int]:
+        """Roll up and delete one site's expired events and rejected hits in one transaction."""
+        # Whole local days expire together, so each day is rolled up from all its events.
+        first_kept_day = _first_kept_day(site, now_ms)
+        rejected_cutoff = now_ms - site.privacy.rejected_retention_days * DAY_MS
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute(_ROLLUP_SQL, {"site_id": site.id, "day": first_kept_day})
+            candidates = rollups.expiring_ids(self.conn, site.id, first_kept_day)
+            expired = self.conn.execute(
+                "DELETE FROM events WHERE site_id = ? AND local_day < ?",
+                (site.id, first_kept_day)).rowcount
+            rollups.expire(self.conn, site.id, first_kept_day, candidates)
+            rejected = self.conn.execute(
+                "DELETE FROM rejected_hits WHERE site_id = ? AND received_ts < ?",
+                (site.id, rejected_cutoff)).rowcount
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        return expired, rejected
 
     def _apply_external_retention(self, store: EventStore, now_ms: int) -> tuple[int, int]:
         """Retention on ClickHouse: the day rollups go to SQLite's ``daily_rollups``, then the
         expired rows are deleted from the event store."""
         events = rejected = 0
-        delete_rows = store.delete_rows  # type: ignore[attr-defined]
         for site in list_sites(self.conn):
-            first_kept_day = datetime.fromtimestamp(
-                (now_ms - site.privacy.retention_days * DAY_MS) / 1000, site.zone
-            ).strftime("%Y-%m-%d")
-            params = {"site_id": site.id, "day": first_kept_day}
-            rows = store.query(_EXTERNAL_ROLLUP_SQL, params)
-            if rows:
-                with self.conn:
-                    self.conn.executemany(_UPSERT_ROLLUP_SQL, rows)
-                events += sum(int(row[6]) for row in rows)
-                delete_rows("events", "site_id = :site_id AND local_day < :day", params)
-            cutoff = {"site_id": site.id,
-                      "cutoff": now_ms - site.privacy.rejected_retention_days * DAY_MS}
-            old = store.query("SELECT COUNT(*) FROM rejected_hits WHERE site_id = :site_id "
-                              "AND received_ts < :cutoff", cutoff)[0][0]
-            if old:
-                delete_rows("rejected_hits", "site_id = :site_id AND received_ts < :cutoff",
-                            cutoff)
-                rejected += int(old)
+            try:
+                site_events, site_rejected = self._retain_external_site(store, site, now_ms)
+            except Exception:
+                log.exception("retention failed for site %s in %s", site.id, store.dialect)
+                continue
+            events += site_events
+            rejected += site_rejected
         if events or rejected:
             log.info("retention deleted %d events and %d rejected hits from %s", events,
                      rejected, store.dialect)
         return events, rejected
+
+    def _retain_external_site(self, store: EventStore, site: Site,
+                              now_ms: int) -> tuple[int, int]:
+        """Roll up one site's expired events into SQLite, then delete them and its expired
+        rejected hits from ``store``."""
+        events = rejected = 0
+        delete_rows = store.delete_rows  # type: ignore[attr-defined]
+        first_kept_day = _first_kept_day(site, now_ms)
+        params = {"site_id": site.id, "day": first_kept_day}
+        rows = store.query(_EXTERNAL_ROLLUP_SQL, params)
+        if rows:
+            with self.conn:
+                self.conn.executemany(_UPSERT_ROLLUP_SQL, rows)
+            events += sum(int(row[6]) for row in rows)
+            delete_rows("events", "site_id = :site_id AND local_day < :day", params)
+        cutoff = {"site_id": site.id,
+                  "cutoff": now_ms - site.privacy.rejected_retention_days * DAY_MS}
+        old = store.query("SELECT COUNT(*) FROM rejected_hits WHERE site_id = :site_id "
+                          "AND received_ts < :cutoff", cutoff)[0][0]
+        if old:
+            delete_rows("rejected_hits", "site_id = :site_id AND received_ts < :cutoff",
+                        cutoff)
+            rejected += int(old)
+        return events, rejected
+
+
+def _first_kept_day(site: Site, now_ms: int) -> str:
+    """Return the first local day, YYYY-MM-DD, whose events ``site``'s retention keeps."""
+    return datetime.fromtimestamp(
+        (now_ms - site.privacy.retention_days * DAY_MS) / 1000, site.zone
+    ).strftime("%Y-%m-%d")
 
 
 # A late event for a day already rolled up (a backdated server event) is added to its row.

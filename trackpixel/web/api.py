@@ -7,7 +7,6 @@ where each row is a list in column order, or CSV with ``format=csv``. Errors ans
 
 from __future__ import annotations
 
-import csv
 import io
 import logging
 import sqlite3
@@ -17,23 +16,25 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from trackpixel.csvfile import write_csv
 from trackpixel.reports.run import Table
 from trackpixel.sites import Site, UnknownSite, get_site
 from trackpixel.web import auth
 from trackpixel.web.context import config, database, json_error, session_for, visible_sites
 from trackpixel.web.reports import (
+    FILTERS,
+    OPTION_PARAMS,
     REPORTS,
     ParamError,
     ReportRequest,
     ReportUnavailable,
+    UnknownParam,
     parse_request,
     run_report,
 )
 
 log = logging.getLogger("trackpixel.web.api")
 
-# Spreadsheet programs run a cell that starts with one of these as a formula.
-_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 def authenticate(request: Request, conn: sqlite3.Connection) -> auth.User | None:
@@ -45,19 +46,9 @@ def authenticate(request: Request, conn: sqlite3.Connection) -> auth.User | None
     return session.user if session else None
 
 
-def csv_cell(value: Any) -> Any:
-    """Return ``value`` safe for spreadsheets: text that would run as a formula gets a ``'``."""
-    if isinstance(value, str) and value.startswith(_FORMULA_PREFIXES):
-        return "'" + value
-    return value
-
-
 def table_csv(table: Table) -> str:
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(table.columns)
-    for row in table.rows:
-        writer.writerow([csv_cell(value) for value in row])
+    write_csv(buffer, table.columns, table.rows, lineterminator="\r\n")
     return buffer.getvalue()
 
 
@@ -109,6 +100,10 @@ def report(request: Request) -> Response:
                          unattributed=user.is_admin)
         settings = config(request)
         table = run_report(settings.db_path, name, site, parsed, settings.store_url)
+    except UnknownParam as exc:
+        return json_error(400, "unknown_parameter", str(exc), {
+            "param": exc.param, "allowed_filters": list(FILTERS),
+            "allowed_parameters": list(OPTION_PARAMS)})
     except ParamError as exc:
         return json_error(400, "invalid_parameter", str(exc), {"param": exc.param})
     except ValueError as exc:

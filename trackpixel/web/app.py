@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -14,6 +15,7 @@ from trackpixel.storage.backends import STORE_ENV, resolve_store_url
 from trackpixel.storage.sqlite import connect, migrate
 from trackpixel.web import api, openapi, views
 from trackpixel.web.context import WebConfig, make_templates
+from trackpixel.web.proxy import ProxyHeaders, allow_ips_from_env
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -39,10 +41,14 @@ def create_web_app(data_dir: DataDir) -> Starlette:
         Mount("/static/dashboard", StaticFiles(directory=STATIC_DIR), name="static"),
         Route("/{path:path}", api.not_found),
     ]
-    app = Starlette(routes=routes)
+    settings = data_dir.settings()
+    # The scheme and host headers are read from the --forwarded-allow-ips addresses (default
+    # 127.0.0.1) and from the proxies in trusted_proxies (config.toml).
+    allowed = allow_ips_from_env()
+    trusted = None if allowed is None else (*allowed, *settings.trusted_proxies)
+    app = Starlette(routes=routes, middleware=[Middleware(ProxyHeaders, trusted=trusted)])
     # `trackpixel serve` passes its --store to the workers in the environment.
     store_url = resolve_store_url(data_dir, os.environ.get(STORE_ENV))
     app.state.web = WebConfig(db_path=data_dir.db_path, templates=make_templates(),
-                              store_url=store_url,
-                              trusted_proxies=data_dir.settings().trusted_proxies)
+                              store_url=store_url, trusted_proxies=settings.trusted_proxies)
     return app

@@ -14,6 +14,8 @@ import re
 import secrets
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher
@@ -105,13 +107,43 @@ def add_user(conn: sqlite3.Connection, email: str, role: str, password: str | No
     return User(user_id, address, role, frozenset(site_ids))
 
 
-def set_password(conn: sqlite3.Connection, email: str, password: str) -> None:
+def set_password(conn: sqlite3.Connection, email: str, password: str) -> int:
+    """Set a user's password and end their browser sessions; return how many ended.
+
+    API tokens stay valid: they are separate credentials, revoked with ``revoke_token``."""
     if len(password) < MIN_PASSWORD_CHARS:
         raise AuthError(f"password too short: use at least {MIN_PASSWORD_CHARS} characters")
-    updated = conn.execute("UPDATE users SET password_hash = ? WHERE email = ?",
-                           (_hasher.hash(password), normalize_email(email))).rowcount
-    if not updated:
-        raise AuthError(f"user {email!r} not found: run 'trackpixel users list'")
+    user = find_user(conn, email)
+    password_hash = _hasher.hash(password)
+    with _transaction(conn):
+        conn.execute("UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user.id))
+        ended = conn.execute("DELETE FROM web_sessions WHERE user_id = ?", (user.id,)).rowcount
+    return int(ended)
+
+
+def remove_user(conn: sqlite3.Connection, email: str) -> tuple[int, int]:
+    """Delete a user with their site grants, sessions and API tokens; return the numbers of
+    sessions and tokens deleted."""
+    user = find_user(conn, email)
+    with _transaction(conn):
+        sessions = conn.execute("DELETE FROM web_sessions WHERE user_id = ?",
+                                (user.id,)).rowcount
+        api_tokens = conn.execute("DELETE FROM api_tokens WHERE user_id = ?",
+                                  (user.id,)).rowcount
+        conn.execute("DELETE FROM user_sites WHERE user_id = ?", (user.id,))
+        conn.execute("DELETE FROM users WHERE id = ?", (user.id,))
+    return int(sessions), int(api_tokens)
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def get_user(conn: sqlite3.Connection, user_id: int) -> User | None:
@@ -228,6 +260,33 @@ def create_token(conn: sqlite3.Connection, user: User, label: str = "api") -> st
         "INSERT INTO api_tokens (user_id, token_hash, label, created_ts) VALUES (?, ?, ?, ?)",
         (user.id, hash_secret(token), label, now_ms()))
     return token
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    id: int
+    label: str
+    created_ts: int
+    last_used_ts: int | None
+
+
+def list_tokens(conn: sqlite3.Connection, user: User) -> list[ApiToken]:
+    rows = conn.execute("SELECT id, label, created_ts, last_used_ts FROM api_tokens "
+                        "WHERE user_id = ? ORDER BY created_ts DESC, id DESC", (user.id,))
+    return [ApiToken(int(row[0]), str(row[1]), int(row[2]),
+                     None if row[3] is None else int(row[3])) for row in rows]
+
+
+def revoke_token(conn: sqlite3.Connection, user: User, token: int | str) -> bool:
+    """Delete one of ``user``'s API tokens, given by its id or by the token itself; return
+    False when the user has no such token."""
+    if isinstance(token, int):
+        deleted = conn.execute("DELETE FROM api_tokens WHERE user_id = ? AND id = ?",
+                               (user.id, token)).rowcount
+    else:
+        deleted = conn.execute("DELETE FROM api_tokens WHERE user_id = ? AND token_hash = ?",
+                               (user.id, hash_secret(token))).rowcount
+    return bool(deleted)
 
 
 def user_for_token(conn: sqlite3.Connection, token: str) -> User | None:

@@ -8,7 +8,14 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from trackpixel.web.reports import FILTER_PARAMS, INTERVALS, MAX_LIMIT, REPORTS
+from trackpixel.web.reports import (
+    FILTER_PARAMS,
+    FIRST_REPORT_DAY,
+    INTERVALS,
+    LAST_REPORT_DAY,
+    MAX_LIMIT,
+    REPORTS,
+)
 
 
 def _param(name: str, description: str, schema: dict[str, Any], *,
@@ -29,8 +36,10 @@ def document() -> dict[str, Any]:
                where="path", required=True),
         _param("site", "Site id or domain; default: the first site the user may see.", text),
         _param("from", "First day, YYYY-MM-DD in the site's time zone; default: 29 days "
-               "before `to`.", {"type": "string", "format": "date"}),
-        _param("to", "Last day, inclusive; default: today in the site's time zone.",
+               f"before `to`. Days from {FIRST_REPORT_DAY} to {LAST_REPORT_DAY}.",
+               {"type": "string", "format": "date"}),
+        _param("to", "Last day, inclusive; default: today in the site's time zone. Days from "
+               f"{FIRST_REPORT_DAY} to {LAST_REPORT_DAY}.",
                {"type": "string", "format": "date"}),
         _param("format", "Response format.", {"type": "string", "enum": ["json", "csv"],
                                               "default": "json"}),
@@ -93,7 +102,10 @@ def document() -> dict[str, Any]:
                             "content": {"application/json": {
                                 "schema": {"$ref": "#/components/schemas/Report"}},
                                 "text/csv": {"schema": text}}},
-                    "400": _error("A parameter is invalid; details.param names it."),
+                    "400": _error("A parameter is invalid (code `invalid_parameter`) or "
+                                  "unknown (code `unknown_parameter`, with "
+                                  "details.allowed_filters and details.allowed_parameters). "
+                                  "details.param names it."),
                     "401": _error("Missing or invalid token."),
                     "404": _error("Unknown report, or a site that does not exist or that "
                                   "the user may not see."),

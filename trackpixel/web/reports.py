@@ -45,6 +45,18 @@ MAX_RANGE_DAYS = 731
 MAX_LIMIT = 1000
 MAX_PARAM_CHARS = 500
 MAX_FUNNEL_STEPS = 10
+# Days a report range may cover. Reports compare with the previous period of equal length
+# (up to MAX_RANGE_DAYS earlier) and look one day past the end, so both bounds keep that
+# date arithmetic inside Python's years 1 to 9999.
+FIRST_REPORT_DAY = date(2000, 1, 1)
+LAST_REPORT_DAY = date(9998, 12, 31)
+
+
+# Query parameters other than filters. Any other name is rejected, so a misspelt filter does
+# not return unfiltered data as if it had been applied.
+OPTION_PARAMS = ("site", "format", "from", "to", "limit", "interval", "goal", "prop_event",
+                 "step", "window_hours")
+FILTERS = (*FILTER_PARAMS, "prop")
 
 
 class ParamError(ValueError):
@@ -53,6 +65,15 @@ class ParamError(ValueError):
     def __init__(self, param: str, message: str) -> None:
         super().__init__(message)
         self.param = param
+
+
+class UnknownParam(ParamError):
+    """A query parameter is neither a filter nor an option of the reports."""
+
+    def __init__(self, param: str) -> None:
+        super().__init__(param, f"unknown parameter {param!r}: filters are "
+                                f"{', '.join(FILTERS)}; other parameters are "
+                                f"{', '.join(OPTION_PARAMS)}")
 
 
 @dataclass(frozen=True)
@@ -160,6 +181,21 @@ def _day(params: Mapping[str, str], name: str, default: date) -> date:
         raise ParamError(name, f"{name}={value!r} is not a date in YYYY-MM-DD form") from None
 
 
+def _supported(day: date, name: str) -> date:
+    try:
+        check_report_day(day, name)
+    except ValueError as exc:
+        raise ParamError(name, str(exc)) from None
+    return day
+
+
+def check_report_day(day: date, name: str) -> None:
+    """Raise ``ValueError`` naming ``name`` when ``day`` is outside the supported range."""
+    if not FIRST_REPORT_DAY <= day <= LAST_REPORT_DAY:
+        raise ValueError(f"{name}={day.isoformat()} is outside the supported range "
+                         f"{FIRST_REPORT_DAY.isoformat()} to {LAST_REPORT_DAY.isoformat()}")
+
+
 def _int(params: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
     value = _text(params, name)
     if value is None:
@@ -175,9 +211,14 @@ def _int(params: Mapping[str, str], name: str, default: int, low: int, high: int
 
 def parse_request(site: Site, params: Mapping[str, str], steps: list[str]) -> ReportRequest:
     """Build a ``ReportRequest`` from URL parameters; ``steps`` are the repeated ``step``."""
+    for name in params:
+        if name not in FILTERS and name not in OPTION_PARAMS:
+            raise UnknownParam(name)
     today = datetime.now(site.zone).date()
-    to_day = _day(params, "to", today)
-    from_day = _day(params, "from", to_day - timedelta(days=DEFAULT_DAYS - 1))
+    to_day = _supported(_day(params, "to", today), "to")
+    from_day = _day(params, "from", max(FIRST_REPORT_DAY,
+                                        to_day - timedelta(days=DEFAULT_DAYS - 1)))
+    from_day = _supported(from_day, "from")
     if from_day > to_day:
         raise ParamError("from", f"from={from_day} is after to={to_day}")
     if (to_day - from_day).days + 1 > MAX_RANGE_DAYS:

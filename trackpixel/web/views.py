@@ -8,6 +8,7 @@ CSRF token.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
@@ -219,11 +220,24 @@ async def tokens(request: Request) -> Response:
                 csrf.check_token(form.get(csrf.FIELD), session.csrf_token)
             except csrf.CsrfError as exc:
                 return render(request, "error.html", 403, message=str(exc))
+            if form.get("action") == "revoke":
+                revoked = _revoke_token(conn, session.user, form.get("token_id"))
+                if revoked is not None:
+                    return render(request, "error.html", 404, message=revoked)
+                log.info("user %d revoked an API token in the dashboard", session.user.id)
+                return RedirectResponse("/dashboard/tokens", status_code=303)
             label = str(form.get("label", "")).strip()[:80] or "api"
             created = auth.create_token(conn, session.user, label)
-        rows = conn.execute(
-            "SELECT label, created_ts, last_used_ts FROM api_tokens WHERE user_id = ? "
-            "ORDER BY created_ts DESC", (session.user.id,)).fetchall()
+        rows = auth.list_tokens(conn, session.user)
     return render(request, "tokens.html", user=session.user, csrf_token=session.csrf_token,
                   created=created, tokens=rows, views=VIEWS, view="tokens", sites=[],
                   site=None)
+
+
+def _revoke_token(conn: sqlite3.Connection, user: auth.User, token_id: object) -> str | None:
+    """Revoke one of ``user``'s tokens by id; return an error message, or None on success."""
+    if not isinstance(token_id, str) or not token_id.isdigit():
+        return "No token was selected to revoke."
+    if not auth.revoke_token(conn, user, int(token_id)):
+        return "That API token does not exist or was already revoked."
+    return None
