@@ -53,7 +53,7 @@ def test_campaign_report_counts(server: Server, site: SiteInfo, data_dir: Path) 
     httpx.get(link, headers={"User-Agent": UA})
     wait_drained(data_dir)
 
-    rows = json.loads(cli(data_dir, "report", "campaigns", "--site", site.id, "--format",
+    rows = json.loads(cli(data_dir, "report", "ads", "--site", site.id, "--format",
                           "json").stdout)
     autumn = [row for row in rows if row["campaign"] == "autumn"]
     assert sum(row["impressions"] for row in autumn) == 4

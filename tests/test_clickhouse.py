@@ -134,13 +134,14 @@ def test_cli_migrate_and_report(clickhouse: ClickHouseServer, data_dir: Path,  #
     rerun = cli(data_dir, "migrate", "--from", f"sqlite:{data_dir / 'trackpixel.db'}",
                 "--to", url)
     assert "0/0" in rerun.stderr
-    for report in ("overview", "pages", "campaigns"):
+    for report in ("overview", "pages", "utm", "ads", "email", "rejected"):
         args = ("report", report, "--site", site.id, "--from", "2026-03-01", "--to",
                 "2026-04-01", "--format", "json")
         from_sqlite = json.loads(cli(data_dir, *args).stdout)
         from_clickhouse = json.loads(cli(data_dir, *args, "--store", url).stdout)
         assert from_clickhouse == from_sqlite, report
-    funnel = ("report", "funnel", "--site", site.id, "--steps", ",".join(FUNNEL_STEPS),
+    steps = [argument for name in FUNNEL_STEPS for argument in ("--step", f"event:{name}")]
+    funnel = ("report", "funnel", "--site", site.id, *steps, "--window-hours", "48",
               "--from", "2026-03-01", "--to", "2026-04-01", "--format", "json")
     assert json.loads(cli(data_dir, *funnel, "--store", url).stdout) == json.loads(
         cli(data_dir, *funnel).stdout)

@@ -106,9 +106,9 @@ def test_snippet_and_email_in_chromium(server: Server, site: SiteInfo, data_dir:
     today = datetime.now(ZoneInfo("Pacific/Auckland")).date().isoformat()
     assert {event["local_day"] for event in events} == {today}
 
-    funnel = json.loads(cli(data_dir, "report", "funnel", "--site", site.id, "--steps",
-                            "Lead Form Started,Lead Submitted,Lead Form Submitted",
-                            "--format", "json").stdout)
+    funnel = json.loads(cli(data_dir, "report", "funnel", "--site", site.id,
+                            "--step", "event:Lead Form Started", "--step", "event:Lead Submitted",
+                            "--step", "event:Lead Form Submitted", "--format", "json").stdout)
     assert [step["visitors"] for step in funnel] == [1, 1, 1]
     assert [step["conversion_pct"] for step in funnel] == [100.0, 100.0, 100.0]
 
@@ -123,5 +123,7 @@ def test_snippet_and_email_in_chromium(server: Server, site: SiteInfo, data_dir:
     assert overview["visitors"] == 2
     assert overview["sessions"] == 1
     assert overview["page_views"] == 2
-    assert overview["custom_events"] == 4
-    assert overview["rejected_hits"] == 0
+    assert overview["conversions"] == 4
+    rejected = json.loads(cli(data_dir, "report", "rejected", "--site", site.id, "--format",
+                              "json").stdout)
+    assert [row for row in rejected if row["scope"] == "site"] == []

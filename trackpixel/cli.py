@@ -10,6 +10,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
@@ -29,6 +30,7 @@ from trackpixel.reports.queries import ReportQuery
 from trackpixel.sites import Site, SiteError, add_site, get_site, list_sites
 from trackpixel.storage.records import EventStore
 from trackpixel.storage.sqlite import SqliteStore, connect, migrate
+from trackpixel.web.reports import REPORTS, ParamError, ReportSpec, parse_request
 
 
 def _typer(help_text: str) -> typer.Typer:
@@ -404,57 +406,79 @@ FromOption = Annotated[str | None, typer.Option(
 ToOption = Annotated[str | None, typer.Option(
     "--to", help="Last day, inclusive [default: today].")]
 FormatOption = Annotated[OutputFormat, typer.Option("--format")]
-LimitOption = Annotated[int, typer.Option(min=1, help="Most rows to show.")]
+LimitOption = Annotated[int | None, typer.Option(
+    min=1, help="Most rows to show [default: 50].")]
 
 
-def _simple_report(name: str, runner: Callable[..., reports.Table], doc: str) -> None:
-    @report_app.command(name, help=doc)
+FilterOption = Annotated[list[str] | None, typer.Option(
+    "--filter", help="Filter as NAME=VALUE, as in the report API: channel, campaign, device, "
+                     "country, page, browser, os, utm_source, utm_medium, referrer, event, or "
+                     "prop=KEY=VALUE for a custom-event property. Repeat for more.")]
+GoalOption = Annotated[str | None, typer.Option(
+    "--goal", help="Count only this custom event as a conversion (overview, timeseries, "
+                   "channels, referrers, utm, ads).")]
+IntervalOption = Annotated[str | None, typer.Option(
+    "--interval", help="Bucket of the timeseries report: hour, day or week [default: day].")]
+StepOption = Annotated[list[str] | None, typer.Option(
+    "--step", help="Funnel step in order, event:NAME or page:/PATH, optionally followed by "
+                   "|KEY=VALUE; repeat for each step.")]
+WindowOption = Annotated[int | None, typer.Option(
+    "--window-hours", help="Hours after a funnel's first step within which later steps "
+                           "count [default: 24].")]
+PropEventOption = Annotated[str | None, typer.Option(
+    "--prop-event", help="Event name whose properties the event_properties report lists.")]
+
+
+def _report_params(from_day: str | None, to_day: str | None, limit: int | None,
+                   filters: list[str], options: dict[str, Any]) -> dict[str, str]:
+    """Return the report API's query parameters for the command line's options."""
+    params = {name: str(value) for name, value in (("from", from_day), ("to", to_day),
+                                                   ("limit", limit), *options.items())
+              if value is not None}
+    for text in filters:
+        name, sep, value = text.partition("=")
+        if not sep or not name:
+            raise CliError(f"--filter {text!r} must look like NAME=VALUE, e.g. country=NZ")
+        if name in params:
+            raise CliError(f"--filter {name} is given twice")
+        params[name] = value
+    return params
+
+
+def _add_report_command(spec: ReportSpec) -> None:
+    @report_app.command(spec.name, help=spec.description)
     @handle_errors
-    def command(site: SiteOption, data_dir: DataDirOption = None, from_day: FromOption = None,
-                to_day: ToOption = None, output: FormatOption = OutputFormat.table,
-                limit: LimitOption = 50, store: StoreOption = None) -> None:
+    def command(site: SiteOption, data_dir: DataDirOption = None,
+                from_day: FromOption = None, to_day: ToOption = None,
+                output: FormatOption = OutputFormat.table, limit: LimitOption = None,
+                filters: FilterOption = None, goal: GoalOption = None,
+                interval: IntervalOption = None, steps: StepOption = None,
+                window_hours: WindowOption = None, prop_event: PropEventOption = None,
+                store: StoreOption = None) -> None:
+        options = {"goal": goal, "interval": interval, "window_hours": window_hours,
+                   "prop_event": prop_event, "step": steps or None}
+        for name, value in options.items():
+            if value is not None and name not in spec.options:
+                raise CliError(f"--{name.replace('_', '-')} does not apply to the "
+                               f"{spec.name} report")
+        del options["step"]
         directory, state = _open(data_dir)
-        found, query = _query(state, site, from_day, to_day, limit)
-        _print_table(runner(_open_events(directory, state, store), found, query), output)
+        found = get_site(state.conn, site)
+        params = _report_params(from_day and _check_day(from_day, "--from"),
+                                to_day and _check_day(to_day, "--to"), limit, filters or [],
+                                options)
+        try:
+            request = parse_request(found, params, steps or [])
+            # The command line is for operators of the data directory, who see every site.
+            table = spec.run(_open_events(directory, state, store), found,
+                             replace(request, unattributed=True))
+        except ParamError as exc:
+            raise CliError(str(exc)) from None
+        _print_table(table, output)
 
 
-_simple_report("overview", reports.overview,
-               "Visitors, sessions, page views, events, bounce rate and data quality.")
-_simple_report("events", reports.events, "Events by name with visitors and value.")
-_simple_report("pages", reports.pages, "Top pages by page views.")
-_simple_report("sources", reports.sources, "Sessions by channel and referrer.")
-_simple_report("campaigns", reports.campaigns,
-               "Campaigns with sessions, impressions, clicks, opens and value.")
-_simple_report("email", reports.email,
-               "Email campaigns: opens, unique human opens, machine opens, clicks.")
-_simple_report("rejected", functools.partial(reports.rejected_hits, unattributed=True),
-               "Rejected hits by reason, with recent samples, including hits whose site is "
-               "unknown.")
-_simple_report("bots", reports.bot_traffic, "Bot traffic by detector.")
-
-
-@report_app.command("funnel")
-@handle_errors
-def report_funnel(
-    site: SiteOption,
-    steps: Annotated[str, typer.Option(
-        help="Comma-separated event names in order, e.g. 'Lead Form Started,Lead Submitted'.")],
-    data_dir: DataDirOption = None,
-    from_day: FromOption = None,
-    to_day: ToOption = None,
-    window_days: Annotated[int, typer.Option(
-        min=1, help="Days after the first step within which later steps count.")] = 30,
-    output: FormatOption = OutputFormat.table,
-    store: StoreOption = None,
-) -> None:
-    """Visitors at each step, conversion and drop-off between steps."""
-    names = [part.strip() for part in steps.split(",") if part.strip()]
-    if len(names) < 2:
-        raise CliError("--steps needs at least two comma-separated event names")
-    directory, state = _open(data_dir)
-    found, query = _query(state, site, from_day, to_day, 50)
-    events = _open_events(directory, state, store)
-    _print_table(reports.funnel(events, found, query, names, window_days), output)
+for _spec in REPORTS.values():
+    _add_report_command(_spec)
 
 
 # copying a store
