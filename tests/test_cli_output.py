@@ -82,3 +82,14 @@ def test_help_text_keeps_defaults(tmp_path: Path) -> None:
     assert "time zone ." not in text
     assert "config.toml [default: ./trackpixel-" in text
     assert "time zone [default: 29 days ago]" in text
+
+
+def test_quickstart_prints_runnable_commands(tmp_path: Path) -> None:
+    # Run as `python -m trackpixel`, the printed commands use the bare program name.
+    result = cli(tmp_path, "quickstart")
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("trackpixel report overview --site s_") for line in lines)
+    assert any("users add EMAIL --role admin" in line for line in lines)
+    test_hit = next(line for line in lines if line.startswith("Pixel test: curl -A 'Mozilla/5.0"))
+    # curl's own user agent would be counted as a bot, so the test hit names a browser's.
+    assert "Chrome/" in test_hit

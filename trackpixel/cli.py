@@ -7,6 +7,7 @@ import functools
 import io
 import logging
 import os
+import shutil
 import sys
 import threading
 from collections.abc import Callable
@@ -792,10 +793,29 @@ def quickstart(
     console.print(f'<img src="{base}/o/{token}.gif" width="1" height="1" alt="">', markup=False,
                   highlight=False)
     console.rule("Reports")
-    console.print(f"trackpixel report overview --site {site.id}", markup=False)
-    console.print(f"Pixel test: curl '{base}/p.gif?s={site.id}&u="
+    # The command that runs this one, so the printed lines work as they are, from .venv too.
+    program = _program_path()
+    console.print(f"{program} report overview --site {site.id}", markup=False)
+    console.print(f"Dashboard: {base}/dashboard (create a login with "
+                  f"'{program} users add EMAIL --role admin')", markup=False, highlight=False)
+    # curl's own User-Agent is counted as a bot, so the test hit sends a browser's.
+    console.print(f"Pixel test: curl -A '{BROWSER_USER_AGENT}' '{base}/p.gif?s={site.id}&u="
                   f"{quote('http://localhost/hello', safe='')}'", markup=False,
                   highlight=False, soft_wrap=True)
+
+
+BROWSER_USER_AGENT = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+                      "Chrome/131.0 Safari/537.36")
+
+
+def _program_path() -> str:
+    """Return how to run trackpixel as this process was run: ``trackpixel`` when PATH finds
+    this program under that name, else the path it was started by (``.venv/bin/trackpixel``)."""
+    argv0 = sys.argv[0]
+    if os.path.basename(argv0) != "trackpixel" or \
+            shutil.which("trackpixel") == os.path.abspath(argv0):
+        return "trackpixel"
+    return argv0
 
 
 def _valid_zone(name: str | None) -> bool:
