@@ -23,20 +23,23 @@ class PixelCase:
     name: str
     query: str
     reason: str
+    # Whether the rejection is filed under the site that the query names.
+    attributed: bool
 
 
 PIXEL_CASES = [
-    PixelCase("oversized query", "s={site}&u=" + PAGE + "&p.x=" + "a" * 20_000, "too_large"),
-    PixelCase("invalid utf8", "s={site}&u=" + PAGE + "&t=%FF%FE", "invalid_utf8"),
-    PixelCase("unknown site", "s=s_doesnotexist&u=" + PAGE, "unknown_site"),
-    PixelCase("missing site", "u=" + PAGE, "missing_site"),
-    PixelCase("garbage", "%%%&&&===;;", "missing_site"),
+    PixelCase("oversized query", "s={site}&u=" + PAGE + "&p.x=" + "a" * 20_000, "too_large",
+              True),
+    PixelCase("invalid utf8", "s={site}&u=" + PAGE + "&t=%FF%FE", "invalid_utf8", True),
+    PixelCase("unknown site", "s=s_doesnotexist&u=" + PAGE, "unknown_site", False),
+    PixelCase("missing site", "u=" + PAGE, "missing_site", False),
+    PixelCase("garbage", "%%%&&&===;;", "missing_site", False),
     PixelCase("foreign domain", "s={site}&u=" + quote("https://evil.example/x", safe=""),
-              "domain_not_allowed"),
-    PixelCase("bad value", "s={site}&u=" + PAGE + "&v=abc", "invalid_field"),
-    PixelCase("bad currency", "s={site}&u=" + PAGE + "&v=1&cur=dollars", "invalid_field"),
+              "domain_not_allowed", True),
+    PixelCase("bad value", "s={site}&u=" + PAGE + "&v=abc", "invalid_field", True),
+    PixelCase("bad currency", "s={site}&u=" + PAGE + "&v=1&cur=dollars", "invalid_field", True),
     PixelCase("page not http", "s={site}&u=" + quote("javascript:alert(1)", safe=""),
-              "invalid_field"),
+              "invalid_field", True),
 ]
 
 
@@ -57,6 +60,8 @@ def test_pixel_answers_image_and_records_reason(server: Server, site: SiteInfo,
     assert response.headers["cache-control"] == "no-store, no-cache, must-revalidate, private"
     rejected = _rejections(data_dir)
     assert [row[0] for row in rejected] == [case.reason]
+    assert query(data_dir, "SELECT site_id FROM rejected_hits") == [
+        (site.id if case.attributed else None,)]
     assert query(data_dir, "SELECT COUNT(*) FROM events") == [(0,)]
 
 
@@ -393,3 +398,72 @@ def test_open_and_click_other_methods(server: Server, site: SiteInfo, data_dir: 
     assert clicked.json()["error"]["code"] == "method_not_allowed"
     assert [row[0] for row in _rejections(data_dir)] == ["method_not_allowed"] * 2
     assert query(data_dir, "SELECT COUNT(*) FROM events") == [(0,)]
+
+
+def _site_ids(data_dir: Path) -> list[tuple[object, ...]]:
+    wait_drained(data_dir)
+    return query(data_dir, "SELECT reason, site_id FROM rejected_hits ORDER BY id")
+
+
+def test_collector_rejections_name_site(server: Server, site: SiteInfo, data_dir: Path) -> None:
+    open_tag = cli(data_dir, "email-pixel", "--site", site.id, "--campaign", "c1", "--recipient",
+                   "r1", "--collector", server.base).stdout
+    open_token = open_tag.split("/o/")[1].split(".gif")[0]
+    click_url = cli(data_dir, "link", "https://example.com/offer", "--site", site.id,
+                    "--collector", server.base).stdout.strip()
+    body, mac = click_url.rsplit("/", 1)[1].split(".")
+    forged_mac = f"{body}.{'A' * len(mac) if not mac.startswith('A') else 'B' * len(mac)}"
+    api = f"{server.base}/api/v1/events"
+    auth = {"Authorization": f"Bearer {site.api_key}"}
+    headers = {"User-Agent": BROWSER_UA}
+
+    httpx.post(f"{server.base}/o/{open_token}.gif", headers=headers)
+    httpx.post(click_url, headers=headers)
+    httpx.get(f"{server.base}/c/{forged_mac}", headers=headers)
+    httpx.post(api, headers=auth, json={"events": [{"event_id": "a1"}]})
+    httpx.post(api, headers=auth, content=b"{not json")
+    httpx.post(api, headers=auth, content=b"x" * 200_000)
+    httpx.post(f"{server.base}/e", json={"s": site.id, "events": [{"ud": "not an object"}]})
+
+    assert _site_ids(data_dir) == [
+        ("method_not_allowed", site.id), ("method_not_allowed", site.id),
+        ("bad_signature", site.id), ("invalid_field", site.id), ("malformed_json", site.id),
+        ("too_large", site.id), ("invalid_field", site.id)]
+
+
+def test_rejection_names_only_known_sites(server: Server, site: SiteInfo,
+                                          data_dir: Path) -> None:
+    headers = {"User-Agent": BROWSER_UA}
+
+    httpx.get(f"{server.base}/p.gif?s=s_forged&u={PAGE}", headers=headers)
+    httpx.post(f"{server.base}/p.gif?s=s_forged&u={PAGE}", headers=headers)
+    httpx.get(f"{server.base}/p.gif?s=s_forged&u={PAGE}&p.x=" + "a" * 9000, headers=headers)
+    httpx.post(f"{server.base}/e", json={"s": "s_forged", "events": [{"ud": "x"}]})
+    httpx.post(f"{server.base}/api/v1/events", headers={"Authorization": "Bearer wrong"},
+               json={"site": site.id, "events": [{"name": "A", "event_id": "a1"}]})
+
+    assert _site_ids(data_dir) == [("unknown_site", None), ("method_not_allowed", None),
+                                   ("too_large", None), ("invalid_field", None),
+                                   ("unauthorized", None)]
+
+
+def test_api_unauthenticated_body_not_stored(server: Server, data_dir: Path) -> None:
+    body = b'{"events": [{"name": "Settled", "event_id": "x"}]}'
+    endpoint = f"{server.base}/api/v1/events"
+
+    missing = httpx.post(endpoint, content=body, headers={"User-Agent": BROWSER_UA})
+    wrong = httpx.post(endpoint, content=b"x" * 200_000,
+                       headers={"Authorization": "Bearer wrong", "User-Agent": BROWSER_UA})
+
+    assert missing.status_code == 401
+    assert wrong.status_code == 401
+    assert wrong.headers["www-authenticate"] == "Bearer"
+    wait_drained(data_dir)
+    assert query(data_dir, "SELECT reason, detail, raw, user_agent FROM rejected_hits "
+                           "ORDER BY id") == [
+        ("unauthorized", f"missing or unknown API key; body of {len(body)} bytes not stored",
+         None, None),
+        ("unauthorized", "missing or unknown API key; body of more than 65536 bytes not stored",
+         None, None)]
+    spooled = b"".join(path.read_bytes() for path in (data_dir / "spool").glob("*"))
+    assert b"Settled" not in spooled
