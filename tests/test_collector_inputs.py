@@ -467,3 +467,78 @@ def test_api_unauthenticated_body_not_stored(server: Server, data_dir: Path) -> 
          None, None)]
     spooled = b"".join(path.read_bytes() for path in (data_dir / "spool").glob("*"))
     assert b"Settled" not in spooled
+
+
+@dataclass(frozen=True)
+class ApiCase:
+    name: str
+    change: dict[str, object]
+    error: str
+
+
+ACCEPTED_LIST = ("name, event_id, timestamp, url, value, currency, properties, visitor_id, "
+                 "user_data, consent, utm_source, utm_medium, utm_campaign, utm_term, "
+                 "utm_content, gclid, gbraid, wbraid, fbclid, msclkid, li_fat_id, ttclid, "
+                 "twclid, campaign, creative, placement")
+API_CASES = [
+    ApiCase("consent value", {"consent": {"analytics_storage": "yes"}},
+            "events[0]: consent.analytics_storage must be 'granted' or 'denied', not 'yes'"),
+    ApiCase("consent string", {"consent": "granted"},
+            "events[0]: consent must be an object of signals (analytics_storage, ad_storage, "
+            "ad_user_data, ad_personalization), each 'granted' or 'denied'"),
+    ApiCase("consent signal", {"consent": {"analytics": "granted"}},
+            "events[0]: consent: unknown signal 'analytics'; known signals: analytics_storage, "
+            "ad_storage, ad_user_data, ad_personalization"),
+    ApiCase("unknown field", {"unknown_field": 1, "title": "x"},
+            f"events[0]: unknown field 'title', 'unknown_field'; accepted fields: "
+            f"{ACCEPTED_LIST}"),
+    ApiCase("long url", {"url": "https://localhost/" + "a" * 2048},
+            "events[0]: url is longer than 2048 characters"),
+    ApiCase("long name", {"name": "n" * 201},
+            "events[0]: event name is longer than 200 characters"),
+    ApiCase("long campaign", {"campaign": "c" * 301},
+            "events[0]: campaign is longer than 300 characters"),
+]
+
+
+@pytest.mark.parametrize("case", API_CASES, ids=[case.name for case in API_CASES])
+def test_api_rejects_invalid_field(server: Server, site: SiteInfo, data_dir: Path,
+                                   case: ApiCase) -> None:
+    event = {"name": "Settled", "event_id": "a1", **case.change}
+    response = httpx.post(f"{server.base}/api/v1/events", json={"events": [event]},
+                          headers={"Authorization": f"Bearer {site.api_key}"})
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_field"
+    assert response.json()["error"]["details"] == [case.error]
+    assert [row[0] for row in _rejections(data_dir)] == ["invalid_field"]
+    assert query(data_dir, "SELECT COUNT(*) FROM events") == [(0,)]
+
+
+def test_api_rejects_unknown_body_field(server: Server, site: SiteInfo) -> None:
+    response = httpx.post(f"{server.base}/api/v1/events",
+                          json={"site": "s_other", "events": [{"name": "A", "event_id": "a"}]},
+                          headers={"Authorization": f"Bearer {site.api_key}"})
+
+    assert response.status_code == 400
+    assert response.json()["error"]["details"] == [
+        "unknown field 'site' in the body; the body holds only \"events\""]
+
+
+def test_api_accepts_every_documented_field(server: Server, site: SiteInfo,
+                                            data_dir: Path) -> None:
+    event = {"name": "Settled", "event_id": "full-1", "timestamp": "2026-11-30T21:00:00Z",
+             "url": "https://localhost/done", "value": 5, "currency": "NZD",
+             "properties": {"plan": "pro"}, "visitor_id": "cookie-value-1",
+             "user_data": {"email": "full@example.org"},
+             "consent": {"analytics_storage": "granted", "ad_storage": "denied"},
+             "utm_source": "crm", "gclid": "g-1", "campaign": "spring", "creative": "c1",
+             "placement": "p1"}
+    response = httpx.post(f"{server.base}/api/v1/events", json={"events": [event]},
+                          headers={"Authorization": f"Bearer {site.api_key}"})
+
+    assert response.json() == {"accepted": 1}
+    wait_drained(data_dir)
+    assert query(data_dir, "SELECT campaign, creative, placement, consent_analytics, "
+                           "consent_ad_storage FROM events") == [
+        ("spring", "c1", "p1", "granted", "denied")]
