@@ -542,3 +542,32 @@ def test_api_accepts_every_documented_field(server: Server, site: SiteInfo,
     assert query(data_dir, "SELECT campaign, creative, placement, consent_analytics, "
                            "consent_ad_storage FROM events") == [
         ("spring", "c1", "p1", "granted", "denied")]
+
+
+LONG_PAGE = "http://localhost/pricing?data=" + "d" * 2100 + "&utm_source=news#section"
+
+
+def test_pixel_long_fields_shortened(server: Server, site: SiteInfo, data_dir: Path) -> None:
+    referrer = "https://search.example/?q=" + "q" * 2100
+    params = (f"s={site.id}&t={'T' * 600}&u={quote(LONG_PAGE, safe='')}"
+              f"&r={quote(referrer, safe='')}")
+    response = httpx.get(f"{server.base}/p.gif?{params}", headers={"User-Agent": BROWSER_UA})
+
+    assert response.content == GIF
+    assert _rejections(data_dir) == []
+    rows = query(data_dir, "SELECT title, url, path, utm_source, referrer FROM events")
+    assert rows == [("T" * 500, "http://localhost/pricing?utm_source=news", "/pricing", "news",
+                     "https://search.example/")]
+
+
+def test_beacon_long_fields_shortened(server: Server, site: SiteInfo, data_dir: Path) -> None:
+    body = {"s": site.id, "events": [{"e": "page_view", "u": LONG_PAGE, "t": "T" * 600},
+                                     {"e": "n" * 201, "u": "http://localhost/"}]}
+    response = httpx.post(f"{server.base}/e", json=body, headers={"User-Agent": BROWSER_UA})
+
+    assert response.status_code == 204
+    rejected = _rejections(data_dir)
+    assert [row[:2] for row in rejected] == [
+        ("invalid_field", "events[1]: event name is longer than 200 characters")]
+    assert query(data_dir, "SELECT title, url FROM events") == [
+        ("T" * 500, "http://localhost/pricing?utm_source=news")]

@@ -40,7 +40,7 @@ from trackpixel.collector.asgi import (
 from trackpixel.collector.images import GIF, PNG
 from trackpixel.config import DataDir, Settings, resolve_data_dir
 from trackpixel.pipeline.api import validate_api_batch
-from trackpixel.pipeline.fields import InvalidField
+from trackpixel.pipeline.fields import MAX_URL, InvalidField, fit_url
 from trackpixel.pipeline.scrub import scrub_json, scrub_query, scrub_text
 from trackpixel.pipeline.userdata import hash_user_data, redact_json_body
 from trackpixel.sites import SiteCache
@@ -182,8 +182,8 @@ class Collector:
         key = identity.device_key(self._salts.current(), address, user_agent)
         referer = headers.get(b"referer")
         if referer:
-            # Masked before it is cut, so no part of an address is left at the cut.
-            meta["ref"] = scrub_text(referer)[:2048]
+            # Masked before it is shortened, so no part of an address is left at a cut.
+            meta["ref"] = fit_url(scrub_text(referer), MAX_URL)
         if headers.get(b"dnt") == "1":
             meta["dnt"] = 1
         if headers.get(b"sec-gpc") == "1":

@@ -186,7 +186,7 @@ def _parse_pixel(row: SpoolHit, meta: dict[str, Any], uid: str) -> Hit:
         raise InvalidHit(RejectReason.MISSING_SITE, "the s (site id) parameter is missing")
     try:
         name = fields.event_name(params.get("e"), default=PAGE_VIEW)
-        page = fields.url(params.get("u") or meta.get("ref"), "u")
+        page = fields.url(params.get("u") or meta.get("ref"), "u", fit=True)
         props = fields.properties(
             {key[2:]: value for key, value in params.items() if key.startswith("p.")})
         hit = Hit(
@@ -195,7 +195,7 @@ def _parse_pixel(row: SpoolHit, meta: dict[str, Any], uid: str) -> Hit:
             name=name,
             url=page,
             referrer=fields.referrer(params.get("r"), "r"),
-            title=fields.text(params.get("t"), "t", fields.MAX_TITLE),
+            title=fields.text(params.get("t"), "t", fields.MAX_TITLE, clip=True),
             client_event_id=fields.text(params.get("id"), "id", fields.MAX_EVENT_ID),
             value=fields.money_value(params.get("v")),
             currency=fields.currency(params.get("cur")),
@@ -278,9 +278,11 @@ def _parse_batch_event(row: SpoolHit, meta: dict[str, Any], uid: str, source: So
         site_id=site_id,
         kind=_kind_for(name),
         name=name,
-        url=fields.url(event.get("u"), "u"),
+        # The server API rejected over-long fields before spooling, so fitting and clipping
+        # change only what a browser sent.
+        url=fields.url(event.get("u"), "u", fit=True),
         referrer=fields.referrer(event.get("r"), "r"),
-        title=fields.text(event.get("t"), "t", fields.MAX_TITLE),
+        title=fields.text(event.get("t"), "t", fields.MAX_TITLE, clip=True),
         client_event_id=fields.text(event.get("id"), "id", fields.MAX_EVENT_ID),
         value=fields.money_value(event.get("v")),
         currency=fields.currency(event.get("cur")),
