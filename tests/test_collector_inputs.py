@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 import httpx
+import orjson
 import pytest
 from server import Server, SiteInfo, cli, query, wait_drained
 
@@ -571,3 +573,47 @@ def test_beacon_long_fields_shortened(server: Server, site: SiteInfo, data_dir: 
         ("invalid_field", "events[1]: event name is longer than 200 characters")]
     assert query(data_dir, "SELECT title, url FROM events") == [
         ("T" * 500, "http://localhost/pricing?utm_source=news")]
+
+
+GRANTED = {"analytics_storage": "granted", "ad_storage": "granted", "ad_user_data": "granted",
+           "ad_personalization": "granted"}
+
+
+def test_api_visitor_from_identity(server: Server, site: SiteInfo, data_dir: Path) -> None:
+    beacon = {"s": site.id, "vid": "browser-cookie-1", "consent": GRANTED,
+              "events": [{"e": "page_view", "u": "http://localhost/"}]}
+    events = [
+        {"name": "Linked", "event_id": "e1", "visitor_id": "browser-cookie-1",
+         "consent": GRANTED},
+        {"name": "Emailed", "event_id": "e2", "user_data": {"email": "one@example.org"},
+         "consent": GRANTED},
+        {"name": "Emailed", "event_id": "e3", "user_data": {"email": "One@Example.org"},
+         "consent": GRANTED},
+        {"name": "Clicked", "event_id": "e4", "gclid": "g-1", "consent": GRANTED},
+        {"name": "Clicked", "event_id": "e5", "gclid": "g-1", "consent": GRANTED},
+        {"name": "Anonymous", "event_id": "e6"},
+        {"name": "Anonymous", "event_id": "e7", "consent": GRANTED},
+        {"name": "Anonymous", "event_id": "e8", "visitor_id": "browser-cookie-1"},
+        {"name": "Unlinked", "event_id": "e9", "user_data": {"email": "two@example.org"}},
+        {"name": "Unlinked", "event_id": "e10", "user_data": {"email": "two@example.org"}},
+    ]
+    assert httpx.post(f"{server.base}/e", content=orjson.dumps(beacon),
+                      headers={"User-Agent": BROWSER_UA}).status_code == 204
+    response = httpx.post(f"{server.base}/api/v1/events", json={"events": events},
+                          headers={"Authorization": f"Bearer {site.api_key}"})
+    assert response.json() == {"accepted": len(events)}
+    wait_drained(data_dir)
+
+    visitor = dict(query(data_dir, "SELECT COALESCE(client_event_id, 'view'), visitor_id "
+                                   "FROM events"))
+    assert visitor["e1"] == visitor["view"]
+    assert visitor["e2"] == visitor["e3"]
+    assert visitor["e4"] == visitor["e5"]
+    assert visitor["e6"] == visitor["e7"] == visitor["e8"] == ""
+    # Without analytics consent contact details link nothing, so each such event stands alone.
+    assert visitor["e9"] != visitor["e10"]
+    distinct = {visitor[key] for key in ("view", "e2", "e4", "e6", "e9", "e10")}
+    assert len(distinct) == 6
+    overview = {row["metric"]: row["value"] for row in json.loads(
+        cli(data_dir, "report", "overview", "--site", site.id, "--format", "json").stdout)}
+    assert overview["visitors"] == 6

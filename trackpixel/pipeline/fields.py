@@ -84,12 +84,12 @@ def fit_url(value: str, limit: int) -> str:
     base, _, query = value.partition("?")
     if len(base) >= limit:
         return base[:limit]
-    kept = base + "?"
+    shortened = base + "?"
     for pair in query.split("&"):
-        candidate = kept + pair if kept.endswith("?") else f"{kept}&{pair}"
+        candidate = shortened + pair if shortened.endswith("?") else f"{shortened}&{pair}"
         if pair and len(candidate) <= limit:
-            kept = candidate
-    return kept.removesuffix("?")
+            shortened = candidate
+    return shortened.removesuffix("?")
 
 
 def referrer(value: Any, field: str) -> str | None:
