@@ -32,6 +32,8 @@ class PixelCase:
 PIXEL_CASES = [
     PixelCase("oversized query", "s={site}&u=" + PAGE + "&p.x=" + "a" * 20_000, "too_large",
               True),
+    PixelCase("oversized, blank first site", "s=&s={site}&u=" + PAGE + "&p.x=" + "a" * 20_000,
+              "too_large", True),
     PixelCase("invalid utf8", "s={site}&u=" + PAGE + "&t=%FF%FE", "invalid_utf8", True),
     PixelCase("unknown site", "s=s_doesnotexist&u=" + PAGE, "unknown_site", False),
     PixelCase("missing site", "u=" + PAGE, "missing_site", False),
@@ -610,10 +612,23 @@ def test_api_visitor_from_identity(server: Server, site: SiteInfo, data_dir: Pat
     assert visitor["e2"] == visitor["e3"]
     assert visitor["e4"] == visitor["e5"]
     assert visitor["e6"] == visitor["e7"] == visitor["e8"] == ""
-    # Without analytics consent contact details link nothing, so each such event stands alone.
+    # Without analytics consent contact details link nothing, so each such event is a visitor
+    # of its own.
     assert visitor["e9"] != visitor["e10"]
     distinct = {visitor[key] for key in ("view", "e2", "e4", "e6", "e9", "e10")}
     assert len(distinct) == 6
     overview = {row["metric"]: row["value"] for row in json.loads(
         cli(data_dir, "report", "overview", "--site", site.id, "--format", "json").stdout)}
     assert overview["visitors"] == 6
+
+
+def test_pixel_long_referer_header_shortened(server: Server, site: SiteInfo,
+                                             data_dir: Path) -> None:
+    page = "http://localhost/landing?ref=" + "r" * 3000 + "&utm_source=ads"
+    response = httpx.get(f"{server.base}/p.gif?s=&s={site.id}",
+                         headers={"User-Agent": BROWSER_UA, "Referer": page})
+
+    assert response.content == GIF
+    assert _rejections(data_dir) == []
+    assert query(data_dir, "SELECT url, utm_source FROM events") == [
+        ("http://localhost/landing?utm_source=ads", "ads")]

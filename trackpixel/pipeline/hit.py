@@ -123,15 +123,16 @@ def _claimed_site(row: SpoolHit, meta: dict[str, Any]) -> str | None:
 
 
 def _query_site(query: bytes) -> str | None:
-    """Read the first ``s`` parameter of a query string that may be cut or contain bytes
-    that are not UTF-8 in other parameters."""
+    """Read the first non-blank ``s`` parameter, as ``_decode_query`` does, of a query string
+    that may be cut or contain bytes that are not UTF-8 in other parameters."""
     for pair in query.split(b"&"):
         name, _, value = pair.partition(b"=")
-        if name == b"s":
-            try:
-                return unquote_plus(value.decode("ascii"), errors="strict").strip() or None
-            except UnicodeError:
-                return None
+        if name != b"s" or not value:
+            continue
+        try:
+            return unquote_plus(value.decode("ascii"), errors="strict").strip() or None
+        except UnicodeError:
+            return None
     return None
 
 
