@@ -38,13 +38,14 @@ def text(value: Any, field: str, limit: int, *, required: bool = False,
         return None
     if not isinstance(value, str):
         raise InvalidField(f"{field} must be a string")
-    if len(value) > limit:
+    checked: str = value
+    if len(checked) > limit:
         if not clip:
             raise InvalidField(f"{field} is longer than {limit} characters")
-        value = value[:limit]
-    if "\x00" in value:
+        checked = checked[:limit]
+    if "\x00" in checked:
         raise InvalidField(f"{field} contains a NUL character")
-    return value
+    return checked
 
 
 def event_name(value: Any, default: str | None = None) -> str:
