@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 import httpx
+import orjson
 import pytest
 from server import Server, SiteInfo, cli, query, wait_drained
 
@@ -23,20 +25,25 @@ class PixelCase:
     name: str
     query: str
     reason: str
+    # Whether the rejection is filed under the site that the query names.
+    attributed: bool
 
 
 PIXEL_CASES = [
-    PixelCase("oversized query", "s={site}&u=" + PAGE + "&p.x=" + "a" * 20_000, "too_large"),
-    PixelCase("invalid utf8", "s={site}&u=" + PAGE + "&t=%FF%FE", "invalid_utf8"),
-    PixelCase("unknown site", "s=s_doesnotexist&u=" + PAGE, "unknown_site"),
-    PixelCase("missing site", "u=" + PAGE, "missing_site"),
-    PixelCase("garbage", "%%%&&&===;;", "missing_site"),
+    PixelCase("oversized query", "s={site}&u=" + PAGE + "&p.x=" + "a" * 20_000, "too_large",
+              True),
+    PixelCase("oversized, blank first site", "s=&s={site}&u=" + PAGE + "&p.x=" + "a" * 20_000,
+              "too_large", True),
+    PixelCase("invalid utf8", "s={site}&u=" + PAGE + "&t=%FF%FE", "invalid_utf8", True),
+    PixelCase("unknown site", "s=s_doesnotexist&u=" + PAGE, "unknown_site", False),
+    PixelCase("missing site", "u=" + PAGE, "missing_site", False),
+    PixelCase("garbage", "%%%&&&===;;", "missing_site", False),
     PixelCase("foreign domain", "s={site}&u=" + quote("https://evil.example/x", safe=""),
-              "domain_not_allowed"),
-    PixelCase("bad value", "s={site}&u=" + PAGE + "&v=abc", "invalid_field"),
-    PixelCase("bad currency", "s={site}&u=" + PAGE + "&v=1&cur=dollars", "invalid_field"),
+              "domain_not_allowed", True),
+    PixelCase("bad value", "s={site}&u=" + PAGE + "&v=abc", "invalid_field", True),
+    PixelCase("bad currency", "s={site}&u=" + PAGE + "&v=1&cur=dollars", "invalid_field", True),
     PixelCase("page not http", "s={site}&u=" + quote("javascript:alert(1)", safe=""),
-              "invalid_field"),
+              "invalid_field", True),
 ]
 
 
@@ -57,6 +64,8 @@ def test_pixel_answers_image_and_records_reason(server: Server, site: SiteInfo,
     assert response.headers["cache-control"] == "no-store, no-cache, must-revalidate, private"
     rejected = _rejections(data_dir)
     assert [row[0] for row in rejected] == [case.reason]
+    assert query(data_dir, "SELECT site_id FROM rejected_hits") == [
+        (site.id if case.attributed else None,)]
     assert query(data_dir, "SELECT COUNT(*) FROM events") == [(0,)]
 
 
@@ -393,3 +402,233 @@ def test_open_and_click_other_methods(server: Server, site: SiteInfo, data_dir: 
     assert clicked.json()["error"]["code"] == "method_not_allowed"
     assert [row[0] for row in _rejections(data_dir)] == ["method_not_allowed"] * 2
     assert query(data_dir, "SELECT COUNT(*) FROM events") == [(0,)]
+
+
+def _site_ids(data_dir: Path) -> list[tuple[object, ...]]:
+    wait_drained(data_dir)
+    return query(data_dir, "SELECT reason, site_id FROM rejected_hits ORDER BY id")
+
+
+def test_collector_rejections_name_site(server: Server, site: SiteInfo, data_dir: Path) -> None:
+    open_tag = cli(data_dir, "email-pixel", "--site", site.id, "--campaign", "c1", "--recipient",
+                   "r1", "--collector", server.base).stdout
+    open_token = open_tag.split("/o/")[1].split(".gif")[0]
+    click_url = cli(data_dir, "link", "https://example.com/offer", "--site", site.id,
+                    "--collector", server.base).stdout.strip()
+    body, mac = click_url.rsplit("/", 1)[1].split(".")
+    forged_mac = f"{body}.{'A' * len(mac) if not mac.startswith('A') else 'B' * len(mac)}"
+    api = f"{server.base}/api/v1/events"
+    auth = {"Authorization": f"Bearer {site.api_key}"}
+    headers = {"User-Agent": BROWSER_UA}
+
+    httpx.post(f"{server.base}/o/{open_token}.gif", headers=headers)
+    httpx.post(click_url, headers=headers)
+    httpx.get(f"{server.base}/c/{forged_mac}", headers=headers)
+    httpx.post(api, headers=auth, json={"events": [{"event_id": "a1"}]})
+    httpx.post(api, headers=auth, content=b"{not json")
+    httpx.post(api, headers=auth, content=b"x" * 200_000)
+    httpx.post(f"{server.base}/e", json={"s": site.id, "events": [{"ud": "not an object"}]})
+
+    assert _site_ids(data_dir) == [
+        ("method_not_allowed", site.id), ("method_not_allowed", site.id),
+        ("bad_signature", site.id), ("invalid_field", site.id), ("malformed_json", site.id),
+        ("too_large", site.id), ("invalid_field", site.id)]
+
+
+def test_rejection_names_only_known_sites(server: Server, site: SiteInfo,
+                                          data_dir: Path) -> None:
+    headers = {"User-Agent": BROWSER_UA}
+
+    httpx.get(f"{server.base}/p.gif?s=s_forged&u={PAGE}", headers=headers)
+    httpx.post(f"{server.base}/p.gif?s=s_forged&u={PAGE}", headers=headers)
+    httpx.get(f"{server.base}/p.gif?s=s_forged&u={PAGE}&p.x=" + "a" * 9000, headers=headers)
+    httpx.post(f"{server.base}/e", json={"s": "s_forged", "events": [{"ud": "x"}]})
+    httpx.post(f"{server.base}/api/v1/events", headers={"Authorization": "Bearer wrong"},
+               json={"site": site.id, "events": [{"name": "A", "event_id": "a1"}]})
+
+    assert _site_ids(data_dir) == [("unknown_site", None), ("method_not_allowed", None),
+                                   ("too_large", None), ("invalid_field", None),
+                                   ("unauthorized", None)]
+
+
+def test_api_unauthenticated_body_not_stored(server: Server, data_dir: Path) -> None:
+    body = b'{"events": [{"name": "Settled", "event_id": "x"}]}'
+    endpoint = f"{server.base}/api/v1/events"
+
+    missing = httpx.post(endpoint, content=body, headers={"User-Agent": BROWSER_UA})
+    wrong = httpx.post(endpoint, content=b"x" * 200_000,
+                       headers={"Authorization": "Bearer wrong", "User-Agent": BROWSER_UA})
+
+    assert missing.status_code == 401
+    assert wrong.status_code == 401
+    assert wrong.headers["www-authenticate"] == "Bearer"
+    wait_drained(data_dir)
+    assert query(data_dir, "SELECT reason, detail, raw, user_agent FROM rejected_hits "
+                           "ORDER BY id") == [
+        ("unauthorized", f"missing or unknown API key; body of {len(body)} bytes not stored",
+         None, None),
+        ("unauthorized", "missing or unknown API key; body of more than 65536 bytes not stored",
+         None, None)]
+    spooled = b"".join(path.read_bytes() for path in (data_dir / "spool").glob("*"))
+    assert b"Settled" not in spooled
+
+
+@dataclass(frozen=True)
+class ApiCase:
+    name: str
+    change: dict[str, object]
+    error: str
+
+
+ACCEPTED_LIST = ("name, event_id, timestamp, url, value, currency, properties, visitor_id, "
+                 "user_data, consent, utm_source, utm_medium, utm_campaign, utm_term, "
+                 "utm_content, gclid, gbraid, wbraid, fbclid, msclkid, li_fat_id, ttclid, "
+                 "twclid, campaign, creative, placement")
+API_CASES = [
+    ApiCase("consent value", {"consent": {"analytics_storage": "yes"}},
+            "events[0]: consent.analytics_storage must be 'granted' or 'denied', not 'yes'"),
+    ApiCase("consent string", {"consent": "granted"},
+            "events[0]: consent must be an object of signals (analytics_storage, ad_storage, "
+            "ad_user_data, ad_personalization), each 'granted' or 'denied'"),
+    ApiCase("consent signal", {"consent": {"analytics": "granted"}},
+            "events[0]: consent: unknown signal 'analytics'; known signals: analytics_storage, "
+            "ad_storage, ad_user_data, ad_personalization"),
+    ApiCase("unknown field", {"unknown_field": 1, "title": "x"},
+            f"events[0]: unknown field 'title', 'unknown_field'; accepted fields: "
+            f"{ACCEPTED_LIST}"),
+    ApiCase("long url", {"url": "https://localhost/" + "a" * 2048},
+            "events[0]: url is longer than 2048 characters"),
+    ApiCase("long name", {"name": "n" * 201},
+            "events[0]: event name is longer than 200 characters"),
+    ApiCase("long campaign", {"campaign": "c" * 301},
+            "events[0]: campaign is longer than 300 characters"),
+]
+
+
+@pytest.mark.parametrize("case", API_CASES, ids=[case.name for case in API_CASES])
+def test_api_rejects_invalid_field(server: Server, site: SiteInfo, data_dir: Path,
+                                   case: ApiCase) -> None:
+    event = {"name": "Settled", "event_id": "a1", **case.change}
+    response = httpx.post(f"{server.base}/api/v1/events", json={"events": [event]},
+                          headers={"Authorization": f"Bearer {site.api_key}"})
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_field"
+    assert response.json()["error"]["details"] == [case.error]
+    assert [row[0] for row in _rejections(data_dir)] == ["invalid_field"]
+    assert query(data_dir, "SELECT COUNT(*) FROM events") == [(0,)]
+
+
+def test_api_rejects_unknown_body_field(server: Server, site: SiteInfo) -> None:
+    response = httpx.post(f"{server.base}/api/v1/events",
+                          json={"site": "s_other", "events": [{"name": "A", "event_id": "a"}]},
+                          headers={"Authorization": f"Bearer {site.api_key}"})
+
+    assert response.status_code == 400
+    assert response.json()["error"]["details"] == [
+        "unknown field 'site' in the body; the body holds only \"events\""]
+
+
+def test_api_accepts_every_documented_field(server: Server, site: SiteInfo,
+                                            data_dir: Path) -> None:
+    event = {"name": "Settled", "event_id": "full-1", "timestamp": "2026-11-30T21:00:00Z",
+             "url": "https://localhost/done", "value": 5, "currency": "NZD",
+             "properties": {"plan": "pro"}, "visitor_id": "cookie-value-1",
+             "user_data": {"email": "full@example.org"},
+             "consent": {"analytics_storage": "granted", "ad_storage": "denied"},
+             "utm_source": "crm", "gclid": "g-1", "campaign": "spring", "creative": "c1",
+             "placement": "p1"}
+    response = httpx.post(f"{server.base}/api/v1/events", json={"events": [event]},
+                          headers={"Authorization": f"Bearer {site.api_key}"})
+
+    assert response.json() == {"accepted": 1}
+    wait_drained(data_dir)
+    assert query(data_dir, "SELECT campaign, creative, placement, consent_analytics, "
+                           "consent_ad_storage FROM events") == [
+        ("spring", "c1", "p1", "granted", "denied")]
+
+
+LONG_PAGE = "http://localhost/pricing?data=" + "d" * 2100 + "&utm_source=news#section"
+
+
+def test_pixel_long_fields_shortened(server: Server, site: SiteInfo, data_dir: Path) -> None:
+    referrer = "https://search.example/?q=" + "q" * 2100
+    params = (f"s={site.id}&t={'T' * 600}&u={quote(LONG_PAGE, safe='')}"
+              f"&r={quote(referrer, safe='')}")
+    response = httpx.get(f"{server.base}/p.gif?{params}", headers={"User-Agent": BROWSER_UA})
+
+    assert response.content == GIF
+    assert _rejections(data_dir) == []
+    rows = query(data_dir, "SELECT title, url, path, utm_source, referrer FROM events")
+    assert rows == [("T" * 500, "http://localhost/pricing?utm_source=news", "/pricing", "news",
+                     "https://search.example/")]
+
+
+def test_beacon_long_fields_shortened(server: Server, site: SiteInfo, data_dir: Path) -> None:
+    body = {"s": site.id, "events": [{"e": "page_view", "u": LONG_PAGE, "t": "T" * 600},
+                                     {"e": "n" * 201, "u": "http://localhost/"}]}
+    response = httpx.post(f"{server.base}/e", json=body, headers={"User-Agent": BROWSER_UA})
+
+    assert response.status_code == 204
+    rejected = _rejections(data_dir)
+    assert [row[:2] for row in rejected] == [
+        ("invalid_field", "events[1]: event name is longer than 200 characters")]
+    assert query(data_dir, "SELECT title, url FROM events") == [
+        ("T" * 500, "http://localhost/pricing?utm_source=news")]
+
+
+GRANTED = {"analytics_storage": "granted", "ad_storage": "granted", "ad_user_data": "granted",
+           "ad_personalization": "granted"}
+
+
+def test_api_visitor_from_identity(server: Server, site: SiteInfo, data_dir: Path) -> None:
+    beacon = {"s": site.id, "vid": "browser-cookie-1", "consent": GRANTED,
+              "events": [{"e": "page_view", "u": "http://localhost/"}]}
+    events = [
+        {"name": "Linked", "event_id": "e1", "visitor_id": "browser-cookie-1",
+         "consent": GRANTED},
+        {"name": "Emailed", "event_id": "e2", "user_data": {"email": "one@example.org"},
+         "consent": GRANTED},
+        {"name": "Emailed", "event_id": "e3", "user_data": {"email": "One@Example.org"},
+         "consent": GRANTED},
+        {"name": "Clicked", "event_id": "e4", "gclid": "g-1", "consent": GRANTED},
+        {"name": "Clicked", "event_id": "e5", "gclid": "g-1", "consent": GRANTED},
+        {"name": "Anonymous", "event_id": "e6"},
+        {"name": "Anonymous", "event_id": "e7", "consent": GRANTED},
+        {"name": "Anonymous", "event_id": "e8", "visitor_id": "browser-cookie-1"},
+        {"name": "Unlinked", "event_id": "e9", "user_data": {"email": "two@example.org"}},
+        {"name": "Unlinked", "event_id": "e10", "user_data": {"email": "two@example.org"}},
+    ]
+    assert httpx.post(f"{server.base}/e", content=orjson.dumps(beacon),
+                      headers={"User-Agent": BROWSER_UA}).status_code == 204
+    response = httpx.post(f"{server.base}/api/v1/events", json={"events": events},
+                          headers={"Authorization": f"Bearer {site.api_key}"})
+    assert response.json() == {"accepted": len(events)}
+    wait_drained(data_dir)
+
+    visitor = dict(query(data_dir, "SELECT COALESCE(client_event_id, 'view'), visitor_id "
+                                   "FROM events"))
+    assert visitor["e1"] == visitor["view"]
+    assert visitor["e2"] == visitor["e3"]
+    assert visitor["e4"] == visitor["e5"]
+    assert visitor["e6"] == visitor["e7"] == visitor["e8"] == ""
+    # Without analytics consent contact details link nothing, so each such event is a visitor
+    # of its own.
+    assert visitor["e9"] != visitor["e10"]
+    distinct = {visitor[key] for key in ("view", "e2", "e4", "e6", "e9", "e10")}
+    assert len(distinct) == 6
+    overview = {row["metric"]: row["value"] for row in json.loads(
+        cli(data_dir, "report", "overview", "--site", site.id, "--format", "json").stdout)}
+    assert overview["visitors"] == 6
+
+
+def test_pixel_long_referer_header_shortened(server: Server, site: SiteInfo,
+                                             data_dir: Path) -> None:
+    page = "http://localhost/landing?ref=" + "r" * 3000 + "&utm_source=ads"
+    response = httpx.get(f"{server.base}/p.gif?s=&s={site.id}",
+                         headers={"User-Agent": BROWSER_UA, "Referer": page})
+
+    assert response.content == GIF
+    assert _rejections(data_dir) == []
+    assert query(data_dir, "SELECT url, utm_source FROM events") == [
+        ("http://localhost/landing?utm_source=ads", "ads")]

@@ -76,3 +76,11 @@ CLICK = "click"
 IMPRESSION = "impression"
 FORM_STARTED = "form_started"
 FORM_SUBMITTED = "form_submitted"
+
+# The visitor id of a server API event that links to no person: one without analytics
+# consent and without ``user_data``, or one with consent but without ``visitor_id``, a user id,
+# email or phone digest, or a click id. All such events of a site share it, so together they
+# add at most one to a distinct count of visitors.
+# NOTE: report and audience queries still count it as one visitor; excluding it takes
+# ``visitor_id <> ANONYMOUS_VISITOR`` in those queries.
+ANONYMOUS_VISITOR = ""

@@ -41,7 +41,7 @@ from trackpixel.collector.images import GIF, PNG
 from trackpixel.config import DataDir, Settings, resolve_data_dir
 from trackpixel.links import InvalidDestination, normalize_destination
 from trackpixel.pipeline.api import validate_api_batch
-from trackpixel.pipeline.fields import InvalidField
+from trackpixel.pipeline.fields import MAX_URL, InvalidField, fit_url
 from trackpixel.pipeline.scrub import scrub_json, scrub_query, scrub_text
 from trackpixel.pipeline.userdata import hash_user_data, redact_json_body
 from trackpixel.processor_status import read_status
@@ -184,8 +184,8 @@ class Collector:
         key = identity.device_key(self._salts.current(), address, user_agent)
         referer = headers.get(b"referer")
         if referer:
-            # Masked before it is cut, so no part of an address is left at the cut.
-            meta["ref"] = scrub_text(referer)[:2048]
+            # Masked before it is shortened, so no part of an address is left at a cut.
+            meta["ref"] = fit_url(scrub_text(referer), MAX_URL)
         if headers.get(b"dnt") == "1":
             meta["dnt"] = 1
         if headers.get(b"sec-gpc") == "1":
@@ -204,10 +204,18 @@ class Collector:
         return True
 
     async def _record_rejection(self, scope: Scope, headers: dict[bytes, str], source: Source,
-                                raw: bytes, reason: RejectReason, detail: str) -> None:
+                                raw: bytes, reason: RejectReason, detail: str,
+                                site_id: str | None = None, *, keep_raw: bool = True) -> None:
         """Spool a rejected request. Contact details in a JSON body are hashed or redacted
-        first, as they are in accepted events."""
+        first, as they are in accepted events.
+
+        ``site_id`` is given only when the request proved it, by the site's API key. With
+        ``keep_raw`` False the processor stores neither the payload nor the user agent."""
         meta: dict[str, Any] = {"reject": reason.value, "detail": detail}
+        if site_id is not None:
+            meta["site"] = site_id
+        if not keep_raw:
+            meta["drop_raw"] = 1
         if source in _JSON_SOURCES and raw:
             raw = redact_json_body(raw)
         await self._commit(self._spool_row(scope, headers, source, raw, meta))
@@ -380,38 +388,34 @@ class Collector:
                                 None, [(b"allow", b"POST")])
             return
         headers = header_map(scope, _WANTED_HEADERS)
-        try:
-            body = await read_body(receive, self.settings.max_body_bytes)
-        except BodyTooLarge as exc:
-            await self._record_rejection(scope, headers, Source.API, exc.head,
-                                         RejectReason.TOO_LARGE, str(exc))
-            await respond_error(send, 413, RejectReason.TOO_LARGE.value, str(exc))
-            return
-
         assert self._sites is not None
         auth = headers.get(b"authorization", "")
         key = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
         site = self._sites.by_api_key(key) if key else None
         if site is None:
-            await self._record_rejection(scope, headers, Source.API, body,
-                                         RejectReason.UNAUTHORIZED, "missing or unknown API key")
-            await respond_error(send, 401, RejectReason.UNAUTHORIZED.value,
-                                "missing or unknown API key: send 'Authorization: Bearer <key>'",
-                                None, [(b"www-authenticate", b"Bearer")])
+            await self._reject_unauthenticated(scope, receive, send, headers)
             return
 
+        try:
+            body = await read_body(receive, self.settings.max_body_bytes)
+        except BodyTooLarge as exc:
+            await self._record_rejection(scope, headers, Source.API, exc.head,
+                                         RejectReason.TOO_LARGE, str(exc), site.id)
+            await respond_error(send, 413, RejectReason.TOO_LARGE.value, str(exc))
+            return
         try:
             parsed = orjson.loads(body)
         except ValueError as exc:
             await self._record_rejection(scope, headers, Source.API, body,
-                                         RejectReason.MALFORMED_JSON, str(exc))
+                                         RejectReason.MALFORMED_JSON, str(exc), site.id)
             await respond_error(send, 400, RejectReason.MALFORMED_JSON.value,
                                 f"invalid JSON body: {exc}")
             return
         events, errors = validate_api_batch(parsed, now_ms=int(time.time() * 1000))
         if errors:
             await self._record_rejection(scope, headers, Source.API, body,
-                                         RejectReason.INVALID_FIELD, "; ".join(errors)[:1000])
+                                         RejectReason.INVALID_FIELD, "; ".join(errors)[:1000],
+                                         site.id)
             await respond_error(send, 400, RejectReason.INVALID_FIELD.value,
                                 "the batch was not stored because some events are invalid",
                                 list(errors))
@@ -422,6 +426,21 @@ class Collector:
             await respond_error(send, 503, "unavailable", "the events could not be stored; retry")
             return
         await respond_json(send, 200, {"accepted": len(events)})
+
+    async def _reject_unauthenticated(self, scope: Scope, receive: Receive, send: Send,
+                                      headers: dict[bytes, str]) -> None:
+        """Send 401 and record the request by its size only. The body is read but never
+        spooled, so requests without a valid key cannot fill the disk with content."""
+        try:
+            size = f"{len(await read_body(receive, self.settings.max_body_bytes))} bytes"
+        except BodyTooLarge:
+            size = f"more than {self.settings.max_body_bytes} bytes"
+        await self._record_rejection(scope, headers, Source.API, b"", RejectReason.UNAUTHORIZED,
+                                     f"missing or unknown API key; body of {size} not stored",
+                                     keep_raw=False)
+        await respond_error(send, 401, RejectReason.UNAUTHORIZED.value,
+                            "missing or unknown API key: send 'Authorization: Bearer <key>'",
+                            None, [(b"www-authenticate", b"Bearer")])
 
     # Privacy requests
 

@@ -17,6 +17,11 @@ from trackpixel.pipeline.fields import InvalidField
 from trackpixel.pipeline.userdata import hash_user_data
 
 MAX_BATCH = 500
+_AD_FIELDS = (("campaign", "cmp"), ("creative", "crv"), ("placement", "plc"))
+ACCEPTED_FIELDS = ("name", "event_id", "timestamp", "url", "value", "currency", "properties",
+                   "visitor_id", "user_data", "consent", *fields.UTM_PARAMS,
+                   *fields.CLICK_ID_PARAMS, *(name for name, _short in _AD_FIELDS))
+_ACCEPTED = frozenset(ACCEPTED_FIELDS)
 # Server events may describe the past (a loan settled last week) but not the future.
 MAX_AGE_MS = 365 * 24 * 3600 * 1000
 MAX_CLOCK_SKEW_MS = 5 * 60 * 1000
@@ -26,6 +31,10 @@ def validate_api_batch(body: Any, *, now_ms: int) -> tuple[list[dict[str, Any]],
     """Return the normalised events and a list of errors (empty when the batch is valid)."""
     if not isinstance(body, dict) or not isinstance(body.get("events"), list):
         return [], ['the body must be a JSON object with an "events" list']
+    unknown = sorted(key for key in body if key != "events")
+    if unknown:
+        return [], [f"unknown field {_names(unknown)} in the body; the body holds only "
+                    '"events"']
     raw_events = body["events"]
     if not raw_events:
         return [], ['"events" is empty']
@@ -45,6 +54,10 @@ def validate_api_batch(body: Any, *, now_ms: int) -> tuple[list[dict[str, Any]],
 def _normalise(raw: Any, now_ms: int) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise InvalidField("each event must be a JSON object")
+    unknown = sorted(key for key in raw if key not in _ACCEPTED)
+    if unknown:
+        raise InvalidField(f"unknown field {_names(unknown)}; accepted fields: "
+                           f"{', '.join(ACCEPTED_FIELDS)}")
     event: dict[str, Any] = {
         "e": fields.event_name(raw.get("name")),
         "id": fields.text(raw.get("event_id"), "event_id", fields.MAX_EVENT_ID, required=True),
@@ -58,16 +71,37 @@ def _normalise(raw: Any, now_ms: int) -> dict[str, Any]:
         "vid": fields.text(raw.get("visitor_id"), "visitor_id", 64),
         # Hashed here, before the event is spooled, so no plain contact detail reaches disk.
         "ud": hash_user_data(raw.get("user_data")),
-        "consent": privacy.parse_signals(raw.get("consent")) or None,
+        "consent": _consent(raw.get("consent")),
     }
     for key in (*fields.UTM_PARAMS, *fields.CLICK_ID_PARAMS):
         optional[key] = fields.text(raw.get(key), key, fields.MAX_PARAM)
-    for long_name, short in (("campaign", "cmp"), ("creative", "crv"), ("placement", "plc")):
+    for long_name, short in _AD_FIELDS:
         optional[short] = fields.text(raw.get(long_name), long_name, fields.MAX_PARAM)
     if optional["v"] is not None and optional["cur"] is None:
         raise InvalidField("currency is required when value is given")
     event.update({key: value for key, value in optional.items() if value is not None})
     return event
+
+
+def _names(keys: list[str]) -> str:
+    return ", ".join(repr(key) for key in keys)
+
+
+def _consent(value: Any) -> dict[str, str] | None:
+    """Check the ``consent`` object: known signals only, each 'granted' or 'denied'."""
+    if value is None:
+        return None
+    allowed = f"'{privacy.GRANTED}' or '{privacy.DENIED}'"
+    if not isinstance(value, dict):
+        raise InvalidField(f"consent must be an object of signals ({', '.join(privacy.SIGNALS)})"
+                           f", each {allowed}")
+    for signal, state in value.items():
+        if signal not in privacy.SIGNALS:
+            raise InvalidField(f"consent: unknown signal {signal!r}; known signals: "
+                               f"{', '.join(privacy.SIGNALS)}")
+        if state not in (privacy.GRANTED, privacy.DENIED):
+            raise InvalidField(f"consent.{signal} must be {allowed}, not {state!r}")
+    return dict(value) or None
 
 
 def _timestamp(value: Any, now_ms: int) -> int:

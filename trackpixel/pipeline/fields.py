@@ -28,18 +28,24 @@ class InvalidField(ValueError):
     """A field has the wrong type, length or format; the message names the field."""
 
 
-def text(value: Any, field: str, limit: int, *, required: bool = False) -> str | None:
+def text(value: Any, field: str, limit: int, *, required: bool = False,
+         clip: bool = False) -> str | None:
+    """Check a text field; with ``clip`` an over-long value is cut to ``limit`` characters
+    instead of rejected."""
     if value is None or value == "":
         if required:
             raise InvalidField(f"{field} is missing")
         return None
     if not isinstance(value, str):
         raise InvalidField(f"{field} must be a string")
-    if len(value) > limit:
-        raise InvalidField(f"{field} is longer than {limit} characters")
-    if "\x00" in value:
+    checked: str = value
+    if len(checked) > limit:
+        if not clip:
+            raise InvalidField(f"{field} is longer than {limit} characters")
+        checked = checked[:limit]
+    if "\x00" in checked:
         raise InvalidField(f"{field} contains a NUL character")
-    return value
+    return checked
 
 
 def event_name(value: Any, default: str | None = None) -> str:
@@ -54,19 +60,46 @@ def event_name(value: Any, default: str | None = None) -> str:
     return name
 
 
-def url(value: Any, field: str) -> str | None:
+def url(value: Any, field: str, *, fit: bool = False) -> str | None:
+    """Check an absolute http or https URL; with ``fit`` an over-long one is shortened by
+    ``fit_url`` instead of rejected."""
+    if fit and isinstance(value, str):
+        value = fit_url(value, MAX_URL)
     checked = text(value, field, MAX_URL)
     if checked is not None and not checked.startswith(("http://", "https://")):
         raise InvalidField(f"{field} must be an absolute http or https URL")
     return checked
 
 
+def fit_url(value: str, limit: int) -> str:
+    """Shorten a URL to at most ``limit`` characters without cutting a query parameter.
+
+    The fragment goes first, then every query parameter that would pass the limit, whole,
+    so the parameters kept (UTM tags among them) keep their full values. Only when scheme,
+    host and path alone pass the limit is the URL cut at the limit, and its path with it."""
+    if len(value) <= limit:
+        return value
+    value = value.partition("#")[0]
+    if len(value) <= limit:
+        return value
+    base, _, query = value.partition("?")
+    if len(base) >= limit:
+        return base[:limit]
+    shortened = base + "?"
+    for pair in query.split("&"):
+        candidate = shortened + pair if shortened.endswith("?") else f"{shortened}&{pair}"
+        if pair and len(candidate) <= limit:
+            shortened = candidate
+    return shortened.removesuffix("?")
+
+
 def referrer(value: Any, field: str) -> str | None:
-    """Return a referrer URL of any scheme (``android-app://`` is common), or None when the
-    value is not a URL at all; a bad referrer never costs the event."""
+    """Return a referrer URL of any scheme (``android-app://`` is common), shortened by
+    ``fit_url``, or None when the value is not a URL at all; a bad referrer never costs the
+    event."""
     if not isinstance(value, str) or "://" not in value or "\x00" in value:
         return None
-    return value[:MAX_URL]
+    return fit_url(value, MAX_URL)
 
 
 def money_value(value: Any) -> float | None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_plus
 
 import orjson
 
@@ -34,7 +36,8 @@ class InvalidHit(Exception):
         self.reason = reason
         self.detail = detail
         self.site_id = site_id
-        # False when storing the request would itself collect what consent refused.
+        # False when the request is not to be stored: storing it would collect what consent
+        # refused, or it came without a valid API key.
         self.keep_raw = keep_raw
 
 
@@ -73,7 +76,8 @@ def parse_spool_hit(row: SpoolHit, spool: str, secret: bytes) -> list[Hit | Inva
     """Parse one spool row; a beacon or API row can hold several events."""
     meta: dict[str, Any] = orjson.loads(row.meta) if row.meta else {}
     if "reject" in meta:
-        return [InvalidHit(RejectReason(meta["reject"]), str(meta.get("detail", "")))]
+        return [InvalidHit(RejectReason(meta["reject"]), str(meta.get("detail", "")),
+                           _claimed_site(row, meta), keep_raw=not meta.get("drop_raw"))]
     base = f"{spool}:{row.rowid}"
     try:
         match row.source:
@@ -90,6 +94,57 @@ def parse_spool_hit(row: SpoolHit, spool: str, secret: bytes) -> list[Hit | Inva
     except InvalidHit as exc:
         return [exc]
     return [InvalidHit(RejectReason.INVALID_FIELD, f"unknown source {row.source!r}")]
+
+
+def _claimed_site(row: SpoolHit, meta: dict[str, Any]) -> str | None:
+    """Return the site id that a request rejected by the collector names, or None.
+
+    The collector sets ``site`` for a server API request authenticated by the site's key.
+    Otherwise the id comes from the request as sent: the pixel's ``s`` parameter, the
+    beacon's ``s`` field or an open or click token's ``s`` claim, whose signature may be
+    invalid. That is no weaker than the pixel's ``s``, which anyone can send, and the
+    processor keeps the id only when such a site exists."""
+    if isinstance(meta.get("site"), str):
+        return str(meta["site"])
+    payload = row.payload or b""
+    match row.source:
+        case Source.PIXEL:
+            return _query_site(payload)
+        case Source.BEACON:
+            try:
+                body = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                return None
+            site_id = body.get("s") if isinstance(body, dict) else None
+            return site_id if isinstance(site_id, str) else None
+        case Source.OPEN | Source.CLICK:
+            return _token_site(payload)
+    return None
+
+
+def _query_site(query: bytes) -> str | None:
+    """Read the first non-blank ``s`` parameter, as ``_decode_query`` does, of a query string
+    that may be cut or contain bytes that are not UTF-8 in other parameters."""
+    for pair in query.split(b"&"):
+        name, _, value = pair.partition(b"=")
+        if name != b"s" or not value:
+            continue
+        try:
+            return unquote_plus(value.decode("ascii"), errors="strict").strip() or None
+        except UnicodeError:
+            return None
+    return None
+
+
+def _token_site(token: bytes) -> str | None:
+    """Read the ``s`` claim of a token without checking its signature."""
+    body = token.partition(b".")[0]
+    try:
+        payload = orjson.loads(base64.urlsafe_b64decode(body + b"=" * (-len(body) % 4)))
+    except (binascii.Error, ValueError):
+        return None
+    site_id = payload.get("s") if isinstance(payload, dict) else None
+    return site_id if isinstance(site_id, str) else None
 
 
 def _common(row: SpoolHit, meta: dict[str, Any], uid: str, source: Source) -> dict[str, Any]:
@@ -122,13 +177,17 @@ def _decode_query(payload: bytes) -> dict[str, str]:
 
 
 def _parse_pixel(row: SpoolHit, meta: dict[str, Any], uid: str) -> Hit:
-    params = _decode_query(row.payload or b"")
+    try:
+        params = _decode_query(row.payload or b"")
+    except InvalidHit as exc:
+        exc.site_id = _query_site(row.payload or b"")
+        raise
     site_id = params.get("s", "").strip()
     if not site_id:
         raise InvalidHit(RejectReason.MISSING_SITE, "the s (site id) parameter is missing")
     try:
         name = fields.event_name(params.get("e"), default=PAGE_VIEW)
-        page = fields.url(params.get("u") or meta.get("ref"), "u")
+        page = fields.url(params.get("u") or meta.get("ref"), "u", fit=True)
         props = fields.properties(
             {key[2:]: value for key, value in params.items() if key.startswith("p.")})
         hit = Hit(
@@ -137,7 +196,7 @@ def _parse_pixel(row: SpoolHit, meta: dict[str, Any], uid: str) -> Hit:
             name=name,
             url=page,
             referrer=fields.referrer(params.get("r"), "r"),
-            title=fields.text(params.get("t"), "t", fields.MAX_TITLE),
+            title=fields.text(params.get("t"), "t", fields.MAX_TITLE, clip=True),
             client_event_id=fields.text(params.get("id"), "id", fields.MAX_EVENT_ID),
             value=fields.money_value(params.get("v")),
             currency=fields.currency(params.get("cur")),
@@ -220,9 +279,11 @@ def _parse_batch_event(row: SpoolHit, meta: dict[str, Any], uid: str, source: So
         site_id=site_id,
         kind=_kind_for(name),
         name=name,
-        url=fields.url(event.get("u"), "u"),
+        # The server API rejected over-long fields before spooling, so fitting and clipping
+        # change only what a browser sent.
+        url=fields.url(event.get("u"), "u", fit=True),
         referrer=fields.referrer(event.get("r"), "r"),
-        title=fields.text(event.get("t"), "t", fields.MAX_TITLE),
+        title=fields.text(event.get("t"), "t", fields.MAX_TITLE, clip=True),
         client_event_id=fields.text(event.get("id"), "id", fields.MAX_EVENT_ID),
         value=fields.money_value(event.get("v")),
         currency=fields.currency(event.get("cur")),

@@ -173,6 +173,10 @@ class Processor:
                     continue
                 except InvalidHit as exc:
                     item = exc
+            # A site id read from a request is kept only when that site exists, so a request
+            # cannot file rejections under ids of its choosing.
+            if item.site_id is not None and self.context.sites.get(item.site_id) is None:
+                item.site_id = None
             rejected.append(_rejection(row, spool, index, item))
         return ProcessedBatch(spool=spool, last_rowid=rows[-1].rowid, events=events,
                               rejected=rejected, sessions=self.context.sessions.take_changes())

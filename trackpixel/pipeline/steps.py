@@ -21,7 +21,7 @@ from trackpixel.pipeline import channel, geo, mail, scrub, useragent
 from trackpixel.pipeline.hit import Hit, InvalidHit
 from trackpixel.sites import Site, SiteCache
 from trackpixel.storage.records import EventRow, SessionState
-from trackpixel.vocab import EventKind, RejectReason, Source
+from trackpixel.vocab import ANONYMOUS_VISITOR, EventKind, RejectReason, Source
 
 # Sources whose hits come from a browser on the site's pages, so the page URL must be on one
 # of the site's allowed domains.
@@ -188,23 +188,56 @@ def attribution(hit: Hit, draft: Draft, ctx: Context) -> None:
 
 
 def visitor(hit: Hit, draft: Draft, ctx: Context) -> None:
-    """Pick the visitor id: recipient for email, cookie where allowed, else the device key."""
+    """Pick the visitor id: recipient for email, cookie where allowed, else the device key.
+    A server API event has no device key, so ``_server_visitor`` picks its id."""
     assert ctx.site is not None
     site_id = ctx.site.id
     # Without analytics consent no persistent identifier is used: no cookie, no recipient.
     persistent = draft["consent_analytics"] == privacy.GRANTED
     recipient = hit.recipient if persistent else None
+    draft["cookieless"] = 0
+    draft["recipient"] = _short_hash(f"{site_id}|{recipient}") if recipient else None
+    if hit.source is Source.API:
+        draft["visitor_id"] = _server_visitor(hit, draft, site_id, persistent)
+        return
+    basis: str
     if recipient:
         basis = f"r|{recipient}"
-    elif persistent and hit.visitor_cookie and (ctx.site.cookies or hit.source is Source.API):
+    elif persistent and hit.visitor_cookie and ctx.site.cookies:
         basis = f"c|{hit.visitor_cookie}"
-    elif hit.source is Source.API:
-        basis = f"api|{hit.client_event_id or hit.uid}"
     else:
         basis = f"d|{hit.device_key}"
+        draft["cookieless"] = 1
     draft["visitor_id"] = _short_hash(f"{site_id}|{basis}")
-    draft["cookieless"] = int(basis.startswith("d|"))
-    draft["recipient"] = _short_hash(f"{site_id}|{recipient}") if recipient else None
+
+
+# Digests in ``user_data`` that name one person, in the order they are tried.
+_PERSON_DIGESTS = ("external_id", "em", "ph")
+
+
+def _server_visitor(hit: Hit, draft: Draft, site_id: str, persistent: bool) -> str:
+    """Return the visitor id of a server API event.
+
+    With analytics consent the first identity the event carries decides: ``visitor_id``
+    (the ``_tp_vid`` cookie value, so the event joins that browser visitor), a user id,
+    email or phone digest in ``user_data``, then a click id. An event that carries contact
+    details without consent gets a visitor of its own, so erasing that person never
+    reaches other people's events. Any other event gets ``ANONYMOUS_VISITOR``, so server
+    events without identity together count as at most one visitor."""
+    # The user_data step kept only well-formed SHA-256 digests.
+    digests = orjson.loads(draft["user_data"]) if draft["user_data"] else {}
+    if persistent:
+        if hit.visitor_cookie:
+            return _short_hash(f"{site_id}|c|{hit.visitor_cookie}")
+        for key in _PERSON_DIGESTS:
+            digest = digests.get(key)
+            if digest:
+                return _short_hash(f"{site_id}|u|{key}|{digest}")
+        if draft["click_id"]:
+            return _short_hash(f"{site_id}|k|{draft['click_id_type']}|{draft['click_id']}")
+    if draft["user_data"]:
+        return _short_hash(f"{site_id}|api|{hit.client_event_id or hit.uid}")
+    return ANONYMOUS_VISITOR
 
 
 def session(hit: Hit, draft: Draft, ctx: Context) -> None:
