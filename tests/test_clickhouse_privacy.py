@@ -96,12 +96,20 @@ def test_retention_on_clickhouse(clickhouse: ClickHouseServer,  # noqa: F811
     cli(data_dir, "sites", "privacy", site.id, "--retention-days", "1")
     state = SqliteStore(data_dir / "trackpixel.db")
     store = ClickHouseStore(url)
+    now_ms = int(time.time() * 1000)
+    # Rejected hits whose site is unknown: one past the 30 days they are kept, one not.
+    store.execute("INSERT INTO rejected_hits (hit_uid, received_ts, source, site_id, reason, "
+                  "detail, raw, user_agent) VALUES",
+                  [("orphan-old", now_ms - 40 * DAY_MS, "pixel", None, "unknown_site", "", None,
+                    None),
+                   ("orphan-new", now_ms, "pixel", None, "unknown_site", "", None, None)])
 
-    deleted = Maintenance(state.conn, lambda: [], store).apply_retention(
-        int(time.time() * 1000) + 3 * DAY_MS)
+    deleted = Maintenance(state.conn, lambda: [], store).apply_retention(now_ms + 3 * DAY_MS)
     state.close()
 
-    assert deleted == (3, 0)
+    assert deleted == (3, 1)
     assert _count(store) == 0
+    assert store.execute("SELECT hit_uid FROM rejected_hits WHERE site_id IS NULL") == [
+        ("orphan-new",)]
     rollups = query(data_dir, "SELECT name, events FROM daily_rollups ORDER BY name")
     assert rollups == [("Application Settled", 1), ("Lead Submitted", 1), ("page_view", 1)]

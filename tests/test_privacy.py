@@ -17,6 +17,7 @@ import pytest
 from server import Server, SiteInfo, add_site, cli, query, wait_drained
 
 from trackpixel import audiences
+from trackpixel.pipeline.userdata import redact_json_body
 
 NZ_IP = "203.97.0.77"
 DE_IP = "5.9.0.77"
@@ -391,6 +392,26 @@ def test_referer_and_beacon_masked_in_spool(server: Server, site: SiteInfo,
                       ("FromReferer", "http://localhost/welcome?addr=redacted", None)]
 
 
+def test_rejection_details_masked(server: Server, site: SiteInfo, data_dir: Path) -> None:
+    # Validation messages quote the offending field name or value back.
+    api = httpx.post(f"{server.base}/api/v1/events",
+                     headers={"Authorization": f"Bearer {site.api_key}"}, json={"events": [
+                         {"name": "Lead", "event_id": "detail-1", "field.person@example.org": 1}]})
+    assert api.status_code == 400
+    httpx.post(f"{server.base}/e", headers={"User-Agent": UA}, content=json.dumps(
+        {"s": site.id, "events": [{"e": "Lead", "u": PAGE,
+                                   "ud": {"key.person@example.org": "x"}}]}))
+    spooled = _files_bytes(data_dir / "spool")
+    wait_drained(data_dir)
+
+    details = [str(row[0]) for row in query(data_dir, "SELECT detail FROM rejected_hits")]
+    assert any("redacted" in detail for detail in details), details
+    for sent in (b"field.person", b"key.person"):
+        assert sent not in spooled
+        assert sent.decode() not in " ".join(details)
+    assert b"field.person" not in _files_bytes(data_dir)
+
+
 def test_properties_masked_on_both_paths(server: Server, site: SiteInfo,
                                          data_dir: Path) -> None:
     httpx.get(f"{server.base}/p.gif?s={site.id}&e=Prop&u={quote(PAGE, safe='')}"
@@ -473,3 +494,14 @@ def test_spool_overwrites_deleted_rows(tmp_path: Path, monkeypatch: pytest.Monke
         writer.close()
 
     assert setting == (1,)
+
+
+@pytest.mark.parametrize("key", [b"jane\\u0040example.com", b"+64 21 555 1234",
+                                 b"jane@example.com"])
+def test_unparsed_body_keys_redacted(key: bytes) -> None:
+    # A body cut off at the size limit does not parse, so its keys cannot be looked up.
+    body = b'{"s":"site","events":[{"p":{"' + key + b'":1,"plan":"pro"}'
+    redacted = redact_json_body(body)
+    assert key not in redacted
+    assert b'"plan":' in redacted
+    assert b'"redacted":1' in redacted

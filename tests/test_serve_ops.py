@@ -20,7 +20,7 @@ import pytest
 from server import Server, SiteInfo, cli, query, wait_drained
 from web_fixtures import event, insert_events, make_site, open_data_dir
 
-from trackpixel.processor_status import MAX_RECENT_RESTARTS
+from trackpixel.processor_status import MAX_RECENT_RESTARTS, RESTART_WINDOW_S, ProcessorStatus
 
 
 def _time_wait_connections() -> str:
@@ -174,3 +174,16 @@ def _wait_for_processor(server: Server, condition: Callable[[dict[str, Any]], bo
             return status
         time.sleep(0.1)
     raise AssertionError(f"processor status not reached: {status}\n{server.log()}")
+
+
+def test_restarts_age_out_of_window() -> None:
+    now = 1_800_000_000.0
+    status = ProcessorStatus("running", 42, MAX_RECENT_RESTARTS,
+                             [now - 30.0 * index for index in range(MAX_RECENT_RESTARTS)],
+                             "signal SIGKILL")
+    assert status.problem(now) is not None
+    # Once the first restart is older than the window, the processor is healthy again
+    # without a further restart or status write.
+    later = now + RESTART_WINDOW_S - 30.0 * (MAX_RECENT_RESTARTS - 1) + 1.0
+    assert status.recent_restarts(later) == MAX_RECENT_RESTARTS - 1
+    assert status.problem(later) is None

@@ -359,3 +359,14 @@ def test_dashboard_revokes_token(tmp_path: Path) -> None:
         assert missing.status_code == 404
     finally:
         server.stop()
+
+
+def test_proxy_x_headers_win_over_forwarded() -> None:
+    from trackpixel.web.proxy import _forwarded_values
+
+    # The documented proxy overwrites the X- headers; a client's Forwarded may pass through.
+    headers = [(b"x-forwarded-proto", b"https"), (b"x-forwarded-host", b"t.example.com"),
+               (b"forwarded", b"proto=http;host=evil.example")]
+    assert _forwarded_values(headers) == ("https", "t.example.com")
+    assert _forwarded_values([(b"forwarded", b'for=1.2.3.4;proto=https;host="t.example.com"')]
+                             ) == ("https", "t.example.com")

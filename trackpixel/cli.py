@@ -31,7 +31,7 @@ from trackpixel.reports.queries import ReportQuery
 from trackpixel.sites import Site, SiteError, add_site, get_site, list_sites
 from trackpixel.storage.records import EventStore
 from trackpixel.storage.sqlite import SqliteStore, connect, migrate
-from trackpixel.web.reports import REPORTS, ParamError, ReportSpec, parse_request
+from trackpixel.web.reports import FILTERS, REPORTS, ParamError, ReportSpec, parse_request
 
 
 def _typer(help_text: str) -> typer.Typer:
@@ -440,6 +440,8 @@ def _report_params(from_day: str | None, to_day: str | None, limit: int | None,
         name, sep, value = text.partition("=")
         if not sep or not name:
             raise CliError(f"--filter {text!r} must look like NAME=VALUE, e.g. country=NZ")
+        if name not in FILTERS:
+            raise CliError(f"--filter {name} is not a filter; filters are {', '.join(FILTERS)}")
         if name in params:
             raise CliError(f"--filter {name} is given twice")
         params[name] = value
@@ -750,13 +752,14 @@ def users_revoke_token(
         user = auth.find_user(store.conn, email)
     except auth.AuthError as exc:
         raise CliError(str(exc)) from None
-    key: int | str = int(token) if token.isdigit() else token
+    by_id = token.isascii() and token.isdecimal()
+    key: int | str = int(token) if by_id else token
     # A token given by value is a secret, so messages name only an id.
     if not auth.revoke_token(store.conn, user, key):
-        missing = f"API token {token}" if token.isdigit() else "such API token"
+        missing = f"API token {token}" if by_id else "such API token"
         raise CliError(f"{user.email} has no {missing}: run 'trackpixel users tokens "
                        f"{user.email}'")
-    revoked = f"API token {token}" if token.isdigit() else "the given API token"
+    revoked = f"API token {token}" if by_id else "the given API token"
     console.print(f"revoked {revoked} of {user.email}", markup=False)
 
 

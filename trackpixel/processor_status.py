@@ -8,6 +8,7 @@ workers through a small JSON file so that ``/healthz`` can report a stopped proc
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,15 +25,23 @@ class ProcessorStatus:
     state: str  # "running", "restarting" (exited, waiting to restart) or "stopped"
     pid: int | None
     restarts: int  # since serve started
-    recent_restarts: int  # within RESTART_WINDOW_S
+    # Wall-clock times (Unix seconds) of the restarts within RESTART_WINDOW_S of the last one.
+    restart_times: list[float]
     last_exit: str | None  # e.g. "exit code 1" or "signal SIGKILL"
 
-    def problem(self) -> str | None:
-        """Return why the processor is unhealthy, or None when it is healthy."""
+    def recent_restarts(self, now: float | None = None) -> int:
+        """Return how many restarts happened within RESTART_WINDOW_S before ``now``."""
+        moment = time.time() if now is None else now
+        return sum(1 for restarted in self.restart_times
+                   if moment - restarted <= RESTART_WINDOW_S)
+
+    def problem(self, now: float | None = None) -> str | None:
+        """Return why the processor is unhealthy at ``now``, or None when it is healthy."""
         if self.state != "running":
             return f"processor is {self.state} after {self.last_exit or 'an unknown exit'}"
-        if self.recent_restarts >= MAX_RECENT_RESTARTS:
-            return (f"processor restarted {self.recent_restarts} times in the last "
+        recent = self.recent_restarts(now)
+        if recent >= MAX_RECENT_RESTARTS:
+            return (f"processor restarted {recent} times in the last "
                     f"{RESTART_WINDOW_S / 60:.0f} minutes, last after {self.last_exit}")
         return None
 
@@ -54,4 +63,4 @@ def read_status() -> ProcessorStatus | None:
     try:
         return ProcessorStatus(**orjson.loads(Path(path).read_bytes()))
     except (OSError, orjson.JSONDecodeError, TypeError) as exc:
-        return ProcessorStatus("stopped", None, 0, 0, f"unreadable status file: {exc}")
+        return ProcessorStatus("stopped", None, 0, [], f"unreadable status file: {exc}")

@@ -132,7 +132,8 @@ class ProcessorSupervisor:
             self._write("running", last_exit)
 
     def _record_restart(self) -> None:
-        now = time.monotonic()
+        # Wall-clock time, because readers of the status file compare it with their own clock.
+        now = time.time()
         self.restarts += 1
         self._restart_times.append(now)
         while self._restart_times and now - self._restart_times[0] > RESTART_WINDOW_S:
@@ -142,7 +143,8 @@ class ProcessorSupervisor:
         process = self.process
         status = ProcessorStatus(state=state, pid=process.pid if process else None,
                                  restarts=self.restarts,
-                                 recent_restarts=len(self._restart_times), last_exit=last_exit)
+                                 restart_times=list(self._restart_times),
+                                 last_exit=last_exit)
         try:
             write_status(self.status_path, status)
         except OSError as exc:

@@ -211,7 +211,8 @@ class Collector:
 
         ``site_id`` is given only when the request proved it, by the site's API key. With
         ``keep_raw`` False the processor stores neither the payload nor the user agent."""
-        meta: dict[str, Any] = {"reject": reason.value, "detail": detail}
+        # A validation message may quote a field name or value the caller sent.
+        meta: dict[str, Any] = {"reject": reason.value, "detail": scrub_text(detail)}
         if site_id is not None:
             meta["site"] = site_id
         if not keep_raw:
@@ -541,7 +542,7 @@ class Collector:
         if processor is not None:
             body["processor"] = {"state": processor.state, "pid": processor.pid,
                                  "restarts": processor.restarts,
-                                 "recent_restarts": processor.recent_restarts}
+                                 "recent_restarts": processor.recent_restarts()}
         if problems:
             body["reason"] = "; ".join(problems)
         await respond_json(send, 503 if problems else 200, body)

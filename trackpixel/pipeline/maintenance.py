@@ -26,6 +26,10 @@ ERASURE_RETRY_S = 60.0
 DAY_MS = 86_400_000
 
 
+# Days a rejected hit whose site is unknown is kept; no site's retention setting applies.
+UNATTRIBUTED_REJECTED_DAYS = 30
+
+
 class Maintenance:
     def __init__(self, conn: sqlite3.Connection,
                  spool_readers: Callable[[], Iterable[tuple[sqlite3.Connection, int]]],
@@ -91,7 +95,7 @@ class Maintenance:
             rejected += site_rejected
         orphans = self.conn.execute(
             "DELETE FROM rejected_hits WHERE site_id IS NULL AND received_ts < ?",
-            (now_ms - 30 * DAY_MS,)).rowcount
+            (now_ms - UNATTRIBUTED_REJECTED_DAYS * DAY_MS,)).rowcount
         if events or rejected or orphans:
             log.info("retention deleted %d events and %d rejected hits", events,
                      rejected + orphans)
@@ -131,10 +135,25 @@ class Maintenance:
                 continue
             events += site_events
             rejected += site_rejected
+        try:
+            rejected += self._retain_unattributed(store, now_ms)
+        except Exception:
+            log.exception("retention of rejected hits without a site failed in %s",
+                          store.dialect)
         if events or rejected:
             log.info("retention deleted %d events and %d rejected hits from %s", events,
                      rejected, store.dialect)
         return events, rejected
+
+    def _retain_unattributed(self, store: EventStore, now_ms: int) -> int:
+        """Delete the rejected hits without a site that are past their retention."""
+        cutoff = {"cutoff": now_ms - UNATTRIBUTED_REJECTED_DAYS * DAY_MS}
+        old = int(store.query("SELECT COUNT(*) FROM rejected_hits WHERE site_id IS NULL "
+                              "AND received_ts < :cutoff", cutoff)[0][0])
+        if old:
+            store.delete_rows(  # type: ignore[attr-defined]
+                "rejected_hits", "site_id IS NULL AND received_ts < :cutoff", cutoff)
+        return old
 
     def _retain_external_site(self, store: EventStore, site: Site,
                               now_ms: int) -> tuple[int, int]:

@@ -28,7 +28,7 @@ from pathlib import Path
 from trackpixel.config import DataDir
 from trackpixel.pipeline.hit import Hit, InvalidHit, parse_spool_hit
 from trackpixel.pipeline.maintenance import Maintenance
-from trackpixel.pipeline.scrub import scrub_bytes
+from trackpixel.pipeline.scrub import scrub_bytes, scrub_text
 from trackpixel.pipeline.steps import Context, SessionTracker, enrich
 from trackpixel.pipeline.userdata import redact_json_body
 from trackpixel.sites import SiteCache
@@ -217,7 +217,8 @@ def _rejection(row: SpoolHit, spool: str, index: int, error: InvalidHit) -> Reje
         source=row.source,
         site_id=error.site_id,
         reason=error.reason.value,
-        detail=error.detail[:1000],
+        # A validation message may quote a field name or value the hit carried.
+        detail=scrub_text(error.detail)[:1000],
         raw=raw,
         user_agent=row.user_agent if error.keep_raw else None,
     )

@@ -131,7 +131,8 @@ def redact_json_body(body: bytes) -> bytes:
     A body that parses keeps its structure with contact details hashed or redacted and email
     addresses masked. A body that does not parse (cut off at the size limit, or malformed)
     cannot be searched for the contact fields, so every string value in it is replaced by
-    ``"redacted"`` and only object keys, numbers and punctuation are kept."""
+    ``"redacted"``. Only object keys that are plain identifiers, numbers and punctuation
+    are kept."""
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -143,6 +144,11 @@ def redact_json_body(body: bytes) -> bytes:
 
 def _mask_string_value(match: re.Match[bytes]) -> bytes:
     closed, colon = match.group(1), match.group(2)
-    if closed and colon is not None:
+    if closed and colon is not None and _PLAIN_KEY.fullmatch(match.group(0)):
         return match.group(0)
     return b'"redacted"' + (colon or b"")
+
+
+# An object key kept in a body that does not parse: a short identifier, which cannot spell an
+# email address or a phone number, even through JSON escapes.
+_PLAIN_KEY = re.compile(rb'"[A-Za-z_][A-Za-z0-9_.-]{0,63}"\s*:')

@@ -330,10 +330,13 @@ def property_value(dialect: str, key_param: str, alias: str = "") -> str:
     # A string value compares as it is and any other value as its JSON text ('true', 'null',
     # '1.5'), as ``property_items`` writes it. Property text that is not JSON matches nothing.
     # NOTE: json_extract cuts a string at its first NUL character, so such a value never matches.
+    # json_extract returns true and false as 1 and 0, and null as NULL, so those take their
+    # JSON text from json_type. Numbers, arrays and objects cast to the same text.
     props = f"{prefix}props"
+    kind = f"json_type({props}, :{key_param})"
     return (f"CASE WHEN NOT json_valid({props}) THEN NULL "
-            f"WHEN json_type({props}, :{key_param}) = 'text' "
-            f"THEN json_extract({props}, :{key_param}) ELSE {props} -> :{key_param} END")
+            f"WHEN {kind} IN ('true', 'false', 'null') THEN {kind} "
+            f"ELSE CAST(json_extract({props}, :{key_param}) AS TEXT) END")
 
 
 def property_key_param(dialect: str, key: str) -> str:

@@ -84,7 +84,8 @@ def _forwarded_values(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, s
     """Return the (proto, host) that the nearest proxy reported.
 
     A proxy that appends to a header adds its own entry at the end, so the last entry is the
-    one the trusted proxy wrote. ``Forwarded`` takes precedence over the X- headers."""
+    one the trusted proxy wrote. The X- headers take precedence over ``Forwarded``, because
+    the documented proxy set-up overwrites them but may pass a client's ``Forwarded`` on."""
     proto = host = None
     forwarded_proto = forwarded_host = None
     for name, raw in headers:
@@ -102,7 +103,7 @@ def _forwarded_values(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, s
                     forwarded_proto = item.lower()
                 elif key.lower() == "host" and item:
                     forwarded_host = item
-    return forwarded_proto or proto, forwarded_host or host
+    return proto or forwarded_proto, host or forwarded_host
 
 
 def _last_entry(value: str) -> str:

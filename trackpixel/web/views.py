@@ -236,7 +236,7 @@ async def tokens(request: Request) -> Response:
 
 def _revoke_token(conn: sqlite3.Connection, user: auth.User, token_id: object) -> str | None:
     """Revoke one of ``user``'s tokens by id; return an error message, or None on success."""
-    if not isinstance(token_id, str) or not token_id.isdigit():
+    if not isinstance(token_id, str) or not (token_id.isascii() and token_id.isdecimal()):
         return "No token was selected to revoke."
     if not auth.revoke_token(conn, user, int(token_id)):
         return "That API token does not exist or was already revoked."
