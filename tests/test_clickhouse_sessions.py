@@ -392,8 +392,11 @@ def test_retention_deletes_aggregate_days(clickhouse: ClickHouseServer,  # noqa:
 def test_previous_schema_back_filled(clickhouse: ClickHouseServer,  # noqa: F811
                                      monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     url = f"clickhouse://127.0.0.1:{clickhouse.tcp_port}/session_migrate"
-    previous = tuple(m for m in schema.MIGRATIONS if m.name != "0003_session_events")
+    later = ("0003_session_events", "0005_session_totals")
+    previous = tuple(m for m in schema.MIGRATIONS if m.name not in later)
     monkeypatch.setattr(schema, "MIGRATIONS", previous)
+    # The earlier version wrote no session rows.
+    monkeypatch.setattr(ClickHouseStore, "_refresh_sessions", lambda self, events: None)
     store = ClickHouseStore(url)
     state = SqliteStore(tmp_path / "trackpixel.db")
     site, _ = add_site(state.conn, "example.com", timezone=SITE_ZONE)
@@ -401,11 +404,12 @@ def test_previous_schema_back_filled(clickhouse: ClickHouseServer,  # noqa: F811
     for batch in batches[:-1]:
         store.write_batch(batch)
     tables = "SELECT name FROM system.tables WHERE database = 'session_migrate'"
-    assert "session_events" not in {row[0] for row in store.execute(tables)}
+    assert not {"session_events", "session_totals"} & {row[0] for row in store.execute(tables)}
     monkeypatch.undo()
 
-    assert store.migrate() == ["0003_session_events"]
-    assert {"session_events", "page_events"} <= {row[0] for row in store.execute(tables)}
+    assert store.migrate() == list(later)
+    assert {"session_events", "page_events", "session_totals"} <= {
+        row[0] for row in store.execute(tables)}
     # Events written after the migration reach the tables through the views.
     store.write_batch(batches[-1])
     expected = sqlite_copy(tmp_path / "expected.db", site.id)
@@ -452,15 +456,18 @@ def test_current_engine_aggregates_equal_sqlite(loaded) -> None:  # type: ignore
     engine = ChdbStore()
     try:
         engine.run("CREATE DATABASE IF NOT EXISTS trackpixel")
-        names = {"db": "trackpixel", "events": "events", "rejected": "rejected_hits"}
+        names = {"db": "trackpixel", "events": "events", "rejected": "rejected_hits",
+                 "totals": "session_totals"}
         for migration in schema.MIGRATIONS:
             for statement in migration.local:
                 engine.run(statement.format(**names))
         engine.run("USE trackpixel")
         rows = sqlite_store.conn.execute(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events")
         insert_json_rows(engine, "events", EVENT_COLUMNS, rows.fetchall())
-        counted = json.loads(engine.run("SELECT count() FROM session_events").bytes())
-        assert int(counted["data"][0][0]) > 0
+        engine.run(schema.fill_session_totals("trackpixel"))
+        for table in ("session_events", "session_totals"):
+            counted = json.loads(engine.run(f"SELECT count() FROM {table}").bytes())
+            assert int(counted["data"][0][0]) > 0, table
         assert_aggregates_match(engine, site.id, sqlite_store)
         query = ReportQuery(site.id, "2026-03-01", "2026-04-01")
         conditions = [(step.kind, step.value, step.prop, step.prop_value) for step in FUNNEL]

@@ -937,48 +937,91 @@ LIMIT :limit
     return Sql(text, params)
 
 
-def session_stats_clickhouse(query: ReportQuery) -> Sql:
-    """Return the SQL of ``session_stats`` without filters, from ``session_events``."""
+# Session reports read ``session_totals``: one row per session with the figures of all its
+# events (trackpixel.storage.clickhouse_schema). A session whose events all lie in the range
+# takes its row. A session with events in the range and before or after it is computed from
+# its ``session_events`` rows of the range, as the reports above did for every session. Rows
+# that a cancel row of the same (session_key, version) replaced are skipped, whether or not a
+# merge has removed the pair. GLOBAL runs each subquery once, where a sharded table rejects
+# a plain IN.
+# (output column, ``session_totals`` column, expression over ``session_events``)
+SessionFigure = tuple[str, str, str]
+
+# The session's visitor as the raw queries take it: the least visitor id among the rows with
+# page views. It is hashed to 64 bits, so the outer distinct count hashes numbers, as the
+# raw queries' visitor counts on ClickHouse do (``dialect.translate``).
+_PAGE_VISITOR: SessionFigure = (
+    "session_visitor", "min_page_visitor_key",
+    "cityHash64(minIf(visitor_id, finalizeAggregation(page_view_count) > 0))")
+# The least visitor id of all the session's events, hashed in the same way.
+_SESSION_VISITOR: SessionFigure = ("session_visitor", "min_visitor_key",
+                                   "cityHash64(min(visitor_id))")
+
+_RANGE_SESSIONS = ("site_id = :site_id AND first_day >= :from_day AND last_day <= :to_day")
+_CROSSING_SESSIONS = ("SELECT session_key FROM session_totals WHERE site_id = :site_id "
+                      "AND first_day <= :to_day AND last_day >= :from_day "
+                      "AND (first_day < :from_day OR last_day > :to_day)")
+
+
+def _sessions_clickhouse(query: ReportQuery,
+                         figures: list[SessionFigure]) -> tuple[str, dict[str, Any]]:
+    """Return a subquery with one row per session that has events in the range, and the
+    ``figures`` of its events in the range as columns."""
     where, params = _session_where(query)
+    stored = ", ".join(f"{column} AS {name}" if column != name else column
+                       for name, column, _ in figures)
+    merged = ", ".join(f"{expression} AS {name}" for name, _, expression in figures)
+    # A row of a crossing session is skipped even when a later row of it is inside the
+    # range, so the crossing set may contain cancelled rows.
+    text = f"""(
+    SELECT {stored}
+    FROM session_totals
+    WHERE {_RANGE_SESSIONS} AND sign = 1
+      AND (session_key, version) GLOBAL NOT IN (
+          SELECT session_key, version FROM session_totals
+          WHERE {_RANGE_SESSIONS} AND sign = -1)
+      AND session_key GLOBAL NOT IN ({_CROSSING_SESSIONS})
+    UNION ALL
+    SELECT {merged}
+    FROM session_events
+    WHERE {where} AND session_key GLOBAL IN ({_CROSSING_SESSIONS})
+    GROUP BY session_key
+)"""
+    return text, params
+
+
+def session_stats_clickhouse(query: ReportQuery) -> Sql:
+    """Return the SQL of ``session_stats`` without filters, from ``session_totals``."""
+    sessions, params = _sessions_clickhouse(query, [
+        ("hits", "browser_hits", "countIfMerge(browser_hits)"),
+        ("first_ts", "browser_first_ts", "minIfMerge(browser_first_ts)"),
+        ("last_ts", "browser_last_ts", "maxIfMerge(browser_last_ts)"),
+        ("started", "browser_started", "maxIfMerge(browser_started)"),
+    ])
     text = f"""
 SELECT
     COUNT(*) AS sessions,
     SUM(CASE WHEN hits = 1 THEN 1 ELSE 0 END) AS bounces,
     AVG((last_ts - first_ts) / 1000.0) AS mean_duration_s
-FROM (
-    SELECT countIfMerge(browser_hits) AS hits, minIfMerge(browser_first_ts) AS first_ts,
-           maxIfMerge(browser_last_ts) AS last_ts, maxIfMerge(browser_started) AS started
-    FROM session_events
-    WHERE {where}
-    GROUP BY session_key
-) AS per_session
+FROM {sessions} AS per_session
 WHERE started = 1
 """
     return Sql(text, params)
 
 
-# The session's visitor as the raw queries take it: the least visitor id among the rows with
-# page views. It is hashed to 64 bits, so the outer distinct count hashes numbers, as the
-# raw queries' visitor counts on ClickHouse do (``dialect.translate``).
-_PAGE_VISITOR = "cityHash64(minIf(visitor_id, finalizeAggregation(page_view_count) > 0))"
-
-
 def entry_pages_clickhouse(query: ReportQuery) -> Sql:
-    """Return the SQL of ``entry_pages`` without filters, from ``session_events``."""
-    where, params = _session_where(query)
+    """Return the SQL of ``entry_pages`` without filters, from ``session_totals``."""
+    sessions, params = _sessions_clickhouse(query, [
+        _PAGE_VISITOR,
+        ("page_views", "page_view_count", "countIfMerge(page_view_count)"),
+        ("has_entry", "page_entry_started", "maxIfMerge(page_entry_started)"),
+        ("entry_path", "page_entry_path", "maxIfMerge(page_entry_path)"),
+    ])
     params["limit"] = query.limit
     text = f"""
 SELECT entry_path, COUNT(*) AS entries, COUNT(DISTINCT session_visitor) AS visitors,
        SUM(CASE WHEN page_views = 1 THEN 1 ELSE 0 END) AS bounces
-FROM (
-    SELECT {_PAGE_VISITOR} AS session_visitor,
-           countIfMerge(page_view_count) AS page_views,
-           maxIfMerge(page_entry_started) AS has_entry,
-           maxIfMerge(page_entry_path) AS entry_path
-    FROM session_events
-    WHERE {where}
-    GROUP BY session_key
-) AS per_session
+FROM {sessions} AS per_session
 WHERE has_entry = 1
 GROUP BY entry_path
 ORDER BY entries DESC, entry_path
@@ -988,20 +1031,17 @@ LIMIT :limit
 
 
 def exit_pages_clickhouse(query: ReportQuery) -> Sql:
-    """Return the SQL of ``exit_pages`` without filters, from ``session_events``."""
-    where, params = _session_where(query)
+    """Return the SQL of ``exit_pages`` without filters, from ``session_totals``."""
+    sessions, params = _sessions_clickhouse(query, [
+        _PAGE_VISITOR,
+        ("page_views", "page_view_count", "countIfMerge(page_view_count)"),
+        ("last_view", "page_exit_view", "maxIfMerge(page_exit_view)"),
+    ])
     params["limit"] = query.limit
     text = f"""
 SELECT substr(last_view, 15) AS exit_path, COUNT(*) AS exits,
        COUNT(DISTINCT session_visitor) AS visitors
-FROM (
-    SELECT {_PAGE_VISITOR} AS session_visitor,
-           countIfMerge(page_view_count) AS page_views,
-           maxIfMerge(page_exit_view) AS last_view
-    FROM session_events
-    WHERE {where}
-    GROUP BY session_key
-) AS per_session
+FROM {sessions} AS per_session
 WHERE page_views > 0
 GROUP BY substr(last_view, 15)
 ORDER BY exits DESC, exit_path
@@ -1013,17 +1053,15 @@ LIMIT :limit
 def _per_session_clickhouse(query: ReportQuery,
                             columns: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
     """Return the subquery of ``_per_session``, with the same columns, without filters or
-    goal, from ``session_events``."""
-    where, params = _session_where(query)
-    firsts = ", ".join(f"maxIfMerge(opening_{column}) AS first_{column}" for column in columns)
-    # The session's visitor is hashed for the outer distinct count, as in ``_PAGE_VISITOR``.
-    text = (f"(SELECT cityHash64(min(visitor_id)) AS session_visitor, "
-            f"maxMerge(any_started) AS started, {firsts}, "
-            f"countIfMerge(conversion_count) AS session_conversions, "
-            f"sumIfMerge(conversion_sum) AS session_value "
-            f"FROM session_events WHERE {where} GROUP BY session_key)")
-    return text, params
-
+    goal, from ``session_totals``."""
+    return _sessions_clickhouse(query, [
+        _SESSION_VISITOR,
+        ("started", "any_started", "maxMerge(any_started)"),
+        *((f"first_{column}", f"opening_{column}", f"maxIfMerge(opening_{column})")
+          for column in columns),
+        ("session_conversions", "conversion_count", "countIfMerge(conversion_count)"),
+        ("session_value", "conversion_sum", "sumIfMerge(conversion_sum)"),
+    ])
 
 
 def funnel_matches_clickhouse(query: ReportQuery,
