@@ -848,18 +848,31 @@ def _session_where(query: ReportQuery) -> tuple[str, dict[str, Any]]:
 
 
 def totals_clickhouse(query: ReportQuery) -> Sql:
-    """Return the SQL of ``totals`` without filters or goal, from ``session_events``."""
+    """Return the SQL of ``totals`` without filters or goal, from ``session_events`` and, for
+    the sessions, ``session_totals``.
+
+    A session counts when one of its events in the range started it, so counting the
+    session rows with a start replaces a distinct count over the session keys."""
     where, params = _session_where(query)
+    sessions, _ = _sessions_clickhouse(query, [
+        ("started", "any_started", "maxMerge(any_started)")])
     text = f"""
-SELECT
-    uniqExact(visitor_key) AS visitors,
-    uniqExactIf(session_key, {_STARTED_ROW}) AS sessions,
-    countIfMerge(page_view_count) AS page_views,
-    countMerge(event_count) AS event_total,
-    countIfMerge(conversion_count) AS conversions,
-    sumIfMerge(conversion_sum) AS conversion_value
-FROM session_events
-WHERE {where}
+SELECT visitors, sessions, page_views, event_total, conversions, conversion_value
+FROM (
+    SELECT
+        uniqExact(visitor_key) AS visitors,
+        countIfMerge(page_view_count) AS page_views,
+        countMerge(event_count) AS event_total,
+        countIfMerge(conversion_count) AS conversions,
+        sumIfMerge(conversion_sum) AS conversion_value
+    FROM session_events
+    WHERE {where}
+) AS event_figures
+CROSS JOIN (
+    SELECT COUNT(*) AS sessions
+    FROM {sessions} AS per_session
+    WHERE started = 1
+) AS session_figures
 """
     return Sql(text, params)
 
