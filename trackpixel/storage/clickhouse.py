@@ -306,22 +306,25 @@ class ClickHouseStore:
             f"AND (session_key, version) GLOBAL NOT IN (SELECT session_key, version "
             f"FROM session_totals WHERE site_id = %(site)s AND session_key IN ({keys}) "
             f"AND sign = -1)", params)
-        version = self._next_version()
+        cancels = ""
         if live:
-            # Cancel first: a failure after this leaves the sessions without a live row
-            # until the batch is replayed, never with two.
-            self.client.execute(
-                f"INSERT INTO session_totals ({', '.join(schema.TOTALS_KEY_COLUMNS)}) VALUES",
-                [(site_id, first, last, key, row_version, -1)
-                 for key, row_version, first, last in live], types_check=False)
+            # The cancel rows and the new rows go in one INSERT, so a session has one live row
+            # before and after it, unless the INSERT writes to two partitions and fails
+            # between them.
+            cancels = " UNION ALL " + schema.CANCEL_SELECT
+            params.update(cancel_keys=[row[0] for row in live],
+                          cancel_versions=[row[1] for row in live],
+                          cancel_first_days=[row[2].isoformat() for row in live],
+                          cancel_last_days=[row[3].isoformat() for row in live])
             first_day = min(first_day, *(row[2] for row in live))
             last_day = max(last_day, *(row[3] for row in live))
         params.update(low=first_day, high=last_day)
         self.client.execute(
             "INSERT INTO session_totals " + schema.totals_select(
-                "session_events", version,
+                "session_events", self._next_version(),
                 f" AND site_id = %(site)s AND local_day >= %(low)s AND local_day <= %(high)s "
-                f"AND session_key IN ({keys})"), params)
+                f"AND session_key IN ({keys})") + cancels, params,
+            settings=_long_query(params.get("cancel_keys", [])))
 
     def _next_version(self) -> int:
         """Return a ``session_totals`` version larger than any this process returned."""

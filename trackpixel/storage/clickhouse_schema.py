@@ -236,7 +236,6 @@ TOTALS_FIGURES: tuple[tuple[str, str, str], ...] = (
     ("conversion_count", "UInt64", "countIfMerge(conversion_count)"),
     ("conversion_sum", "Float64", "sumIfMerge(conversion_sum)"),
 )
-TOTALS_KEY_COLUMNS = ("site_id", "first_day", "last_day", "session_key", "version", "sign")
 TOTALS_COLUMNS = ",\n".join(
     ["    site_id LowCardinality(String)", "    first_day Date", "    last_day Date",
      "    session_key UInt64", "    version UInt64", "    sign Int8"]
@@ -247,6 +246,20 @@ TOTALS_COLUMNS = ",\n".join(
 TOTALS_ENGINE = """ENGINE = CollapsingMergeTree(sign)
 PARTITION BY toYYYYMM(first_day)
 ORDER BY (site_id, first_day, session_key, version)"""
+
+
+_TYPE_DEFAULTS = {"UInt8": "toUInt8(0)", "UInt64": "toUInt64(0)", "Float64": "toFloat64(0)",
+                  "String": "''"}
+# Cancel rows, in column order, from four parallel array parameters: ``cancel_keys`` (the
+# session keys), ``cancel_versions``, ``cancel_first_days`` and ``cancel_last_days``. The
+# figures are left at their defaults.
+CANCEL_SELECT = (
+    "SELECT toLowCardinality(%(site)s), toDate(cancel_first_day), toDate(cancel_last_day), cancel_key, "
+    "cancel_version, toInt8(-1), "
+    + ", ".join(_TYPE_DEFAULTS[kind] for _, kind, _ in TOTALS_FIGURES)
+    + " FROM system.one ARRAY JOIN %(cancel_keys)s AS cancel_key, "
+    "%(cancel_versions)s AS cancel_version, %(cancel_first_days)s AS cancel_first_day, "
+    "%(cancel_last_days)s AS cancel_last_day")
 
 
 def totals_select(source: str, version: int, extra: str = "") -> str:
