@@ -970,34 +970,37 @@ _PAGE_VISITOR: SessionFigure = (
 _SESSION_VISITOR: SessionFigure = ("session_visitor", "min_visitor_key",
                                    "cityHash64(min(visitor_id))")
 
-_RANGE_SESSIONS = ("site_id = :site_id AND first_day >= :from_day AND last_day <= :to_day")
-_CROSSING_SESSIONS = ("SELECT session_key FROM session_totals WHERE site_id = :site_id "
-                      "AND first_day <= :to_day AND last_day >= :from_day "
-                      "AND (first_day < :from_day OR last_day > :to_day)")
+# A session whose events all lie in the range, or that has events in the range and before
+# or after it.
+_INSIDE = "site_id = :site_id AND first_day >= :from_day AND last_day <= :to_day"
+_CROSSING = ("site_id = :site_id AND first_day <= :to_day AND last_day >= :from_day "
+             "AND (first_day < :from_day OR last_day > :to_day)")
+
+
+def _live(rows: str) -> str:
+    """Return the condition for the rows matching ``rows`` that no cancel row replaced."""
+    return (f"{rows} AND sign = 1 AND (session_key, version) GLOBAL NOT IN ("
+            f"SELECT session_key, version FROM session_totals WHERE {rows} AND sign = -1)")
 
 
 def _sessions_clickhouse(query: ReportQuery,
                          figures: list[SessionFigure]) -> tuple[str, dict[str, Any]]:
     """Return a subquery with one row per session that has events in the range, and the
-    ``figures`` of its events in the range as columns."""
+    ``figures`` of its events in the range as columns.
+
+    Every session has one live row, so each session is in one of the two parts."""
     where, params = _session_where(query)
-    stored = ", ".join(f"{column} AS {name}" if column != name else column
-                       for name, column, _ in figures)
+    stored = ", ".join(f"{column} AS {name}" for name, column, _ in figures)
     merged = ", ".join(f"{expression} AS {name}" for name, _, expression in figures)
-    # A row of a crossing session is skipped even when a later row of it is inside the
-    # range, so the crossing set may contain cancelled rows.
     text = f"""(
     SELECT {stored}
     FROM session_totals
-    WHERE {_RANGE_SESSIONS} AND sign = 1
-      AND (session_key, version) GLOBAL NOT IN (
-          SELECT session_key, version FROM session_totals
-          WHERE {_RANGE_SESSIONS} AND sign = -1)
-      AND session_key GLOBAL NOT IN ({_CROSSING_SESSIONS})
+    WHERE {_live(_INSIDE)}
     UNION ALL
     SELECT {merged}
     FROM session_events
-    WHERE {where} AND session_key GLOBAL IN ({_CROSSING_SESSIONS})
+    WHERE {where} AND session_key GLOBAL IN (
+        SELECT session_key FROM session_totals WHERE {_live(_CROSSING)})
     GROUP BY session_key
 )"""
     return text, params
