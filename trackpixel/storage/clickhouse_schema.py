@@ -254,8 +254,8 @@ _TYPE_DEFAULTS = {"UInt8": "toUInt8(0)", "UInt64": "toUInt64(0)", "Float64": "to
 # session keys), ``cancel_versions``, ``cancel_first_days`` and ``cancel_last_days``. The
 # figures are left at their defaults.
 CANCEL_SELECT = (
-    "SELECT toLowCardinality(%(site)s), toDate(cancel_first_day), toDate(cancel_last_day), cancel_key, "
-    "cancel_version, toInt8(-1), "
+    "SELECT toLowCardinality(%(site)s), toDate(cancel_first_day), toDate(cancel_last_day), "
+    "cancel_key, cancel_version, toInt8(-1), "
     + ", ".join(_TYPE_DEFAULTS[kind] for _, kind, _ in TOTALS_FIGURES)
     + " FROM system.one ARRAY JOIN %(cancel_keys)s AS cancel_key, "
     "%(cancel_versions)s AS cancel_version, %(cancel_first_days)s AS cancel_first_day, "
