@@ -977,6 +977,18 @@ _CROSSING = ("site_id = :site_id AND first_day <= :to_day AND last_day >= :from_
              "AND (first_day < :from_day OR last_day > :to_day)")
 
 
+# The days of the range on which crossing sessions can have events: up to the last day of
+# those that began before the range, and from the first day of those that end after it.
+# ClickHouse runs the scalar subqueries first, so the primary key on ``local_day`` skips the
+# other days, which hold almost all of the range's rows. A crossing row that a cancel row
+# replaced only widens the days.
+_CROSSING_DAYS = (
+    f"(local_day <= (SELECT max(last_day) FROM session_totals "
+    f"WHERE {_CROSSING} AND first_day < :from_day) "
+    f"OR local_day >= (SELECT if(count() = 0, toDate(:to_day) + 1, min(first_day)) "
+    f"FROM session_totals WHERE {_CROSSING} AND last_day > :to_day))")
+
+
 def _live(rows: str) -> str:
     """Return the condition for the rows matching ``rows`` that no cancel row replaced."""
     return (f"{rows} AND sign = 1 AND (session_key, version) GLOBAL NOT IN ("
@@ -1001,6 +1013,7 @@ def _sessions_clickhouse(query: ReportQuery,
     FROM session_events
     WHERE {where} AND session_key GLOBAL IN (
         SELECT session_key FROM session_totals WHERE {_live(_CROSSING)})
+      AND {_CROSSING_DAYS}
     GROUP BY session_key
 )"""
     return text, params
