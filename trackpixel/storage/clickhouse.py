@@ -298,7 +298,7 @@ class ClickHouseStore:
         writer: two refreshes of one session at the same time can leave two live rows."""
         keys = "SELECT cityHash64(arrayJoin(%(ids)s))"
         params: dict[str, Any] = {"site": site_id, "ids": session_ids}
-        # NOTE: this lookup reads the ``session_key`` column of every row of the table,
+        # NOTE: this lookup reads the ``session_key`` column of every row of the site,
         # because a session's earlier rows can start on any earlier day. PREWHERE reads the
         # other columns only where a key matches: 0.02 s for 1,000 sessions among 2.2
         # million rows on 2 busy cores (ClickHouse 18.16).
@@ -311,9 +311,9 @@ class ClickHouseStore:
                 if sign > 0 and (key, version) not in cancelled]
         cancels = ""
         if live:
-            # The cancel rows and the new rows go in one INSERT, so a session has one live row
-            # before and after it, unless the INSERT writes to two partitions and fails
-            # between them.
+            # The cancel rows and the new rows go in one INSERT, which writes a part per
+            # block and partition. A failure part-way can leave a session with two live rows
+            # or none until the batch is replayed, and the replay cancels every live row.
             cancels = " UNION ALL " + schema.CANCEL_SELECT
             params.update(cancel_keys=[row[0] for row in live],
                           cancel_versions=[row[1] for row in live],
@@ -491,6 +491,8 @@ class ClickHouseStore:
                     self._wait_for_mutations(client, totals)
             finally:
                 client.disconnect()
+        # NOTE: when this INSERT fails, a retry of the deletion finds no matching events, so
+        # the sessions stay without a row until the store writes one of their events.
         version = self._next_version()
         for site_id, (keys, first, last) in touched.items():
             self.client.execute(

@@ -213,7 +213,7 @@ def page_select(source: str, extra: str = "") -> str:
 # repeats only the sorting key, the days and the version. Reports take ``sign`` = 1 rows whose
 # (session_key, version) has no cancel row, so their results do not depend on whether a
 # merge has collapsed the pair yet. ``first_day`` and ``last_day`` are the first and last
-# local days of the session's events; a report computes the sessions that cross its range's
+# local days of the session's events. A report computes the sessions that cross its range's
 # first or last day from ``session_events`` instead.
 TOTALS_FIGURES: tuple[tuple[str, str, str], ...] = (
     # (column, type, expression over the session's ``session_events`` rows)
