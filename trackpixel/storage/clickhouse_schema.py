@@ -242,9 +242,11 @@ TOTALS_COLUMNS = ",\n".join(
     + [f"    {column} {kind}" for column, kind, _ in TOTALS_FIGURES])
 
 # A row and its cancel row share the sorting key, so a merge collapses them. The partition
-# is the month of ``first_day``, which the cancel row repeats.
+# is the months of ``first_day`` and ``last_day``, which the cancel row repeats. A part
+# records the minimum and maximum of each partition key column, so a report's condition on
+# ``last_day`` skips the parts of earlier months without reading them.
 TOTALS_ENGINE = """ENGINE = CollapsingMergeTree(sign)
-PARTITION BY toYYYYMM(first_day)
+PARTITION BY (toYYYYMM(first_day), toYYYYMM(last_day))
 ORDER BY (site_id, first_day, session_key, version)"""
 
 
