@@ -468,11 +468,12 @@ class ClickHouseStore:
             keys.setdefault(str(site_id), []).append(int(session_key))
         touched: dict[str, tuple[list[int], date, date]] = {}
         for site_id, site_keys in keys.items():
-            first, last = self.client.execute(
-                "SELECT min(first_day), max(last_day) FROM session_totals "
+            found, first, last = self.client.execute(
+                "SELECT count(), min(first_day), max(last_day) FROM session_totals "
                 "WHERE site_id = %(site)s AND session_key IN (SELECT arrayJoin(%(keys)s))",
                 {"site": site_id, "keys": site_keys}, settings=_long_query(len(site_keys)))[0]
-            if site_keys and first <= last:
+            # Sessions of bots only have no rows, and need no mutation.
+            if found:
                 touched[site_id] = (site_keys, first, last)
         return touched
 
