@@ -543,8 +543,11 @@ def test_earlier_event_changes_entry_page(clickhouse: ClickHouseServer,  # noqa:
                                      rejected=[], sessions=[]))
     assert pages(both_days) == ([("/first", 1, 1, 0)], [("/second", 1, 1)])
     assert pages(second_day) == ([], [("/second", 1, 1)])
-    assert count_rows(store, "sign = 1") == 2
-    assert count_rows(store, "sign = -1") == 1
+    # One live row, whether or not a merge has collapsed the replaced row and its cancel row.
+    live = count_rows(store, "sign = 1 AND (session_key, version) NOT IN "
+                             "(SELECT session_key, version FROM session_totals WHERE sign = -1)")
+    assert live == 1
+    assert store.query("SELECT sum(sign) FROM session_totals", {}) == [(1,)]
     for opened in (state, store):
         opened.close()
 
