@@ -969,7 +969,7 @@ SessionFigure = tuple[str, str, str]
 _PAGE_VISITOR: SessionFigure = (
     "session_visitor", "min_page_visitor_key",
     "cityHash64(minIf(visitor_id, finalizeAggregation(page_view_count) > 0))")
-# The least visitor id of all the session's events, hashed in the same way.
+# The minimum visitor id of all the session's events, hashed in the same way.
 _SESSION_VISITOR: SessionFigure = ("session_visitor", "min_visitor_key",
                                    "cityHash64(min(visitor_id))")
 
@@ -999,12 +999,13 @@ def _live(rows: str) -> str:
 
 
 def _sessions_clickhouse(query: ReportQuery, figures: list[SessionFigure],
-                         kept: str) -> tuple[str, dict[str, Any]]:
+                         outer_condition: str) -> tuple[str, dict[str, Any]]:
     """Return a subquery with one row per session that has events in the range, and the
     ``figures`` of its events in the range as columns.
 
-    Every session has one live row, so each session is in one of the two parts. ``kept`` is
-    a condition on ``session_totals`` columns that every session the caller keeps meets.
+    Every session has one live row, so each session is in one of the two parts.
+    ``outer_condition`` is a condition on ``session_totals`` columns that every session the
+    caller keeps meets.
     Rows of the sessions inside the range that fail it are left out early, because
     ClickHouse 18.16 does not move the caller's condition into a UNION ALL."""
     where, params = _session_where(query)
@@ -1013,7 +1014,7 @@ def _sessions_clickhouse(query: ReportQuery, figures: list[SessionFigure],
     text = f"""(
     SELECT {stored}
     FROM session_totals
-    WHERE {_live(_INSIDE)} AND {kept}
+    WHERE {_live(_INSIDE)} AND {outer_condition}
     UNION ALL
     SELECT {merged}
     FROM session_events
@@ -1089,9 +1090,10 @@ def _per_session_clickhouse(query: ReportQuery, columns: tuple[str, ...],
                             require: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
     """Return the subquery of ``_per_session``, with the same columns, without filters or
     goal, from ``session_totals``."""
-    kept = "any_started = 1"
+    outer_condition = "any_started = 1"
     if require:
-        kept += " AND (" + " OR ".join(f"opening_{column} <> ''" for column in require) + ")"
+        outer_condition += (" AND (" + " OR ".join(f"opening_{column} <> ''" for column in require)
+                            + ")")
     return _sessions_clickhouse(query, [
         _SESSION_VISITOR,
         ("started", "any_started", "maxMerge(any_started)"),
@@ -1099,7 +1101,7 @@ def _per_session_clickhouse(query: ReportQuery, columns: tuple[str, ...],
           for column in columns),
         ("session_conversions", "conversion_count", "countIfMerge(conversion_count)"),
         ("session_value", "conversion_sum", "sumIfMerge(conversion_sum)"),
-    ], kept)
+    ], outer_condition)
 
 
 def funnel_matches_clickhouse(query: ReportQuery,

@@ -462,6 +462,9 @@ class ClickHouseStore:
                               ) -> dict[str, tuple[list[int], date, date]]:
         """Return, per site, the keys of the sessions with events matching ``condition``
         and the first and last day of their ``session_totals`` rows."""
+        # NOTE: the keys travel in one array literal per site, so a deletion that touches
+        # millions of sessions, such as a first retention run over years of events, sends
+        # queries and a mutation of tens of megabytes.
         keys: dict[str, list[int]] = {}
         for site_id, session_key in self.client.execute(
                 f"SELECT DISTINCT site_id, session_key FROM events WHERE {condition}", params):
