@@ -96,6 +96,8 @@ def load_events(store: ClickHouseStore, count: int, days: int) -> None:
         done += len(chunk)
         if done % 1_000_000 == 0:
             print(f"  {done} events, {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    # The store computes session rows after each batch it writes; these events bypass it.
+    store.execute(fill_session_totals(store.url.database))
     # Merged parts are what a server that has been running for a while reads.
     for table in store_tables(store):
         store.execute(f"OPTIMIZE TABLE {table} FINAL")
