@@ -44,7 +44,7 @@ from dashboard_bench import SITE_ID, ZONE, ReadStore, generate_rows, views  # no
 from trackpixel.reports.queries import ReportQuery  # noqa: E402
 from trackpixel.sites import Site, get_site  # noqa: E402
 from trackpixel.storage.clickhouse import INSERT_COLUMNS, ClickHouseStore  # noqa: E402
-from trackpixel.storage.clickhouse_schema import MIGRATIONS  # noqa: E402
+from trackpixel.storage.clickhouse_schema import MIGRATIONS, fill_session_totals  # noqa: E402
 from trackpixel.storage.records import EVENT_COLUMNS  # noqa: E402
 from trackpixel.storage.rollups import property_items  # noqa: E402
 from trackpixel.storage.sqlite import connect, migrate  # noqa: E402
@@ -96,6 +96,8 @@ def load_events(store: ClickHouseStore, count: int, days: int) -> None:
         done += len(chunk)
         if done % 1_000_000 == 0:
             print(f"  {done} events, {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    # The store computes session rows after each batch it writes; these events bypass it.
+    store.execute(fill_session_totals(store.url.database))
     # Merged parts are what a server that has been running for a while reads.
     for table in store_tables(store):
         store.execute(f"OPTIMIZE TABLE {table} FINAL")
@@ -270,7 +272,8 @@ def run_chdb(args: argparse.Namespace, http_url: str) -> None:
 
     engine = ChdbStore()
     engine.run("CREATE DATABASE IF NOT EXISTS trackpixel")
-    names = {"db": "trackpixel", "events": "events", "rejected": "rejected_hits"}
+    names = {"db": "trackpixel", "events": "events", "rejected": "rejected_hits",
+             "totals": "session_totals"}
     for migration in MIGRATIONS:
         for statement in migration.local:
             engine.run(statement.format(**names))
@@ -288,7 +291,8 @@ def run_chdb(args: argparse.Namespace, http_url: str) -> None:
         into = f"trackpixel.events ({columns})" if table == "events" else f"trackpixel.{table}"
         engine.run(f"INSERT INTO {into} FROM INFILE '{target}' FORMAT TabSeparated")
         target.unlink()
-    for table in ("events", "session_events", "page_events"):
+    engine.run(fill_session_totals("trackpixel"))
+    for table in ("events", "session_events", "page_events", "session_totals"):
         engine.run(f"OPTIMIZE TABLE trackpixel.{table} FINAL")
     version = engine.query("SELECT version()", {})[0][0]
     print(f"\nchdb {chdb.__version__}, ClickHouse engine {version}: events copied in "

@@ -8,6 +8,8 @@ previous schema, on two shards and on a current engine."""
 from __future__ import annotations
 
 import json
+import random
+import time
 from collections.abc import Callable, Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -31,7 +33,12 @@ from trackpixel.reports.queries import ReportQuery, Sql
 from trackpixel.sites import Site, add_site
 from trackpixel.storage import clickhouse_schema as schema
 from trackpixel.storage.clickhouse import ClickHouseStore
-from trackpixel.storage.records import EVENT_COLUMNS, EventRow, ProcessedBatch
+from trackpixel.storage.records import (
+    EVENT_COLUMNS,
+    EventRow,
+    ProcessedBatch,
+    StoreUnavailable,
+)
 from trackpixel.storage.sqlite import SqliteStore
 
 RANGES = [("2026-03-01", "2026-04-01"), ("2026-03-02", "2026-03-30"),
@@ -360,6 +367,10 @@ def test_erasure_removes_visitor_from_aggregates(clickhouse: ClickHouseServer,  
 
     assert erased == 2
     assert {row[0] for row in store.query(visitors_sql, {})} == {ROTATED}
+    erased_rows = store.query(
+        "SELECT count() FROM session_totals WHERE min_visitor_key = cityHash64(:erased) "
+        "OR min_page_visitor_key = cityHash64(:erased)", {"erased": ERASED})
+    assert erased_rows == [(0,)]
     # The rest of the session stays: its page view after midnight is still an exit page.
     exits = reports.exit_pages(store, site, ReportQuery(site.id, "2026-03-31", "2026-03-31"))
     assert "/blog/b" in [row[0] for row in exits.rows]
@@ -383,6 +394,8 @@ def test_retention_deletes_aggregate_days(clickhouse: ClickHouseServer,  # noqa:
     for table in ("events", "session_events", "page_events"):
         left = store.query(f"SELECT COUNT(*) FROM {table} WHERE local_day < :day", params)
         assert left == [(0,)], table
+    left = store.query("SELECT COUNT(*) FROM session_totals WHERE first_day < :day", params)
+    assert left == [(0,)]
     expected = sqlite_copy(tmp_path / "expected.db", site.id, "local_day < :day", params)
     assert_aggregates_match(store, site.id, expected)
     for opened in (expected, state, store):
@@ -392,8 +405,11 @@ def test_retention_deletes_aggregate_days(clickhouse: ClickHouseServer,  # noqa:
 def test_previous_schema_back_filled(clickhouse: ClickHouseServer,  # noqa: F811
                                      monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     url = f"clickhouse://127.0.0.1:{clickhouse.tcp_port}/session_migrate"
-    previous = tuple(m for m in schema.MIGRATIONS if m.name != "0003_session_events")
+    later = ("0003_session_events", "0005_session_totals")
+    previous = tuple(m for m in schema.MIGRATIONS if m.name not in later)
     monkeypatch.setattr(schema, "MIGRATIONS", previous)
+    # The earlier version wrote no session rows.
+    monkeypatch.setattr(ClickHouseStore, "_refresh_sessions", lambda self, events: None)
     store = ClickHouseStore(url)
     state = SqliteStore(tmp_path / "trackpixel.db")
     site, _ = add_site(state.conn, "example.com", timezone=SITE_ZONE)
@@ -401,16 +417,141 @@ def test_previous_schema_back_filled(clickhouse: ClickHouseServer,  # noqa: F811
     for batch in batches[:-1]:
         store.write_batch(batch)
     tables = "SELECT name FROM system.tables WHERE database = 'session_migrate'"
-    assert "session_events" not in {row[0] for row in store.execute(tables)}
+    assert not {"session_events", "session_totals"} & {row[0] for row in store.execute(tables)}
     monkeypatch.undo()
 
-    assert store.migrate() == ["0003_session_events"]
-    assert {"session_events", "page_events"} <= {row[0] for row in store.execute(tables)}
+    assert store.migrate() == list(later)
+    assert {"session_events", "page_events", "session_totals"} <= {
+        row[0] for row in store.execute(tables)}
     # Events written after the migration reach the tables through the views.
     store.write_batch(batches[-1])
     expected = sqlite_copy(tmp_path / "expected.db", site.id)
     assert_aggregates_match(store, site.id, expected)
     for opened in (expected, state, store):
+        opened.close()
+
+
+def pieces(site_id: str, size: int, seed: int) -> list[ProcessedBatch]:
+    """Return the events of ``all_batches`` shuffled into batches of ``size`` events, so
+    that most sessions are written in several batches and out of time order."""
+    events = [event for batch in all_batches(site_id) for event in batch.events]
+    random.Random(seed).shuffle(events)
+    return [ProcessedBatch(spool="pieces", last_rowid=index + 1,
+                           events=events[start:start + size], rejected=[], sessions=[])
+            for index, start in enumerate(range(0, len(events), size))]
+
+
+def count_rows(store: ClickHouseStore, where: str) -> int:
+    return int(store.query(f"SELECT count() FROM session_totals WHERE {where}", {})[0][0])
+
+
+def test_sessions_in_many_batches(clickhouse: ClickHouseServer,  # noqa: F811
+                                  tmp_path: Path) -> None:
+    state = SqliteStore(tmp_path / "trackpixel.db")
+    site, _ = add_site(state.conn, "example.com", timezone=SITE_ZONE)
+    store = ClickHouseStore(f"clickhouse://127.0.0.1:{clickhouse.tcp_port}/session_pieces")
+    expected = SqliteStore(tmp_path / "expected.db")
+    # Without merges every replaced row and its cancel row stay until OPTIMIZE below.
+    store.execute("SYSTEM STOP MERGES session_totals")
+    for index, batch in enumerate(pieces(site.id, size=97, seed=3)):
+        expected.write_batch(batch)
+        store.write_batch(batch)
+        if index % 5 == 0:
+            # A replay of a stored batch changes nothing.
+            store.expect_replay(batch.spool)
+            assert store.write_batch(batch).stored == 0
+    assert count_rows(store, "sign = -1") > 0
+    assert_aggregates_match(store, site.id, expected)
+
+    # Merges collapse each row with its cancel row and leave every report as it was.
+    store.execute("SYSTEM START MERGES session_totals")
+    for _ in range(50):
+        # OPTIMIZE does nothing while a background merge of the partition runs.
+        store.execute("OPTIMIZE TABLE session_totals FINAL")
+        if count_rows(store, "sign = -1") == 0:
+            break
+        time.sleep(0.2)
+    assert count_rows(store, "sign = -1") == 0
+    live = store.query("SELECT count(), uniqExact(session_key) FROM session_totals", {})
+    assert live[0][0] == live[0][1]
+    assert_aggregates_match(store, site.id, expected)
+    for opened in (expected, state, store):
+        opened.close()
+
+
+def test_failed_refresh_healed_by_replay(clickhouse: ClickHouseServer,  # noqa: F811
+                                         monkeypatch: pytest.MonkeyPatch,
+                                         tmp_path: Path) -> None:
+    state = SqliteStore(tmp_path / "trackpixel.db")
+    site, _ = add_site(state.conn, "example.com", timezone=SITE_ZONE)
+    store = ClickHouseStore(f"clickhouse://127.0.0.1:{clickhouse.tcp_port}/session_heal")
+    batches = all_batches(site.id)
+    store.write_batch(batches[0])
+
+    def fail(*args: Any) -> None:
+        raise OSError("connection reset")
+
+    # The events of the second batch are stored, then the session rows fail.
+    monkeypatch.setattr(ClickHouseStore, "refresh_session_totals", fail)
+    with pytest.raises(StoreUnavailable):
+        store.write_batch(batches[1])
+    monkeypatch.undo()
+    uids = tuple(event.event_uid for event in batches[1].events)
+    stored = store.query("SELECT count() FROM events WHERE event_uid IN :uids", {"uids": uids})
+    # Events with a repeated client event id are rejected hits.
+    duplicates = store.query("SELECT count() FROM rejected_hits WHERE hit_uid IN :uids",
+                             {"uids": uids})
+    assert stored[0][0] + duplicates[0][0] == len(uids)
+    whole = ReportQuery(site.id, "2026-03-01", "2026-04-01")
+    fast, raw = queries.session_stats_clickhouse(whole), queries.session_stats(whole)
+    assert store.query(fast.text, fast.params) != store.query(raw.text, raw.params)
+
+    # The processor writes the batch again, which finds its events stored.
+    assert store.write_batch(batches[1]).stored == 0
+    for batch in batches[2:]:
+        store.write_batch(batch)
+    assert_aggregates_match(store, site.id, sqlite_copy(tmp_path / "expected.db", site.id))
+    for opened in (state, store):
+        opened.close()
+
+
+def test_earlier_event_changes_entry_page(clickhouse: ClickHouseServer,  # noqa: F811
+                                          tmp_path: Path) -> None:
+    state = SqliteStore(tmp_path / "trackpixel.db")
+    site, _ = add_site(state.conn, "example.com", timezone=SITE_ZONE)
+    store = ClickHouseStore(f"clickhouse://127.0.0.1:{clickhouse.tcp_port}/session_order")
+    zone = ZoneInfo(SITE_ZONE)
+    person = {"visitor_id": "0000000000000c01", "session_id": "order"}
+    second = event(site.id, "o2", datetime(2026, 3, 10, 0, 5, tzinfo=zone), **person,
+                   path="/second")
+    first = event(site.id, "o1", datetime(2026, 3, 9, 23, 58, tzinfo=zone), **person,
+                  session_start=1, path="/first")
+    both_days = ReportQuery(site.id, "2026-03-09", "2026-03-10")
+    second_day = ReportQuery(site.id, "2026-03-10", "2026-03-10")
+
+    def pages(query: ReportQuery) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        found = []
+        for build in (queries.entry_pages, queries.exit_pages):
+            fast, raw = build(query, dialect="clickhouse"), build(query)
+            rows = store.query(fast.text, fast.params)
+            assert rows == store.query(raw.text, raw.params), (build.__name__, query)
+            found.append(rows)
+        return found[0], found[1]
+
+    store.write_batch(ProcessedBatch(spool="order", last_rowid=1, events=[second],
+                                     rejected=[], sessions=[]))
+    assert pages(both_days) == ([], [("/second", 1, 1)])
+    # The session's start arrives later but happened earlier, on the day before.
+    store.write_batch(ProcessedBatch(spool="order", last_rowid=2, events=[first],
+                                     rejected=[], sessions=[]))
+    assert pages(both_days) == ([("/first", 1, 1, 0)], [("/second", 1, 1)])
+    assert pages(second_day) == ([], [("/second", 1, 1)])
+    # One live row, whether or not a merge has collapsed the replaced row and its cancel row.
+    live = count_rows(store, "sign = 1 AND (session_key, version) NOT IN "
+                             "(SELECT session_key, version FROM session_totals WHERE sign = -1)")
+    assert live == 1
+    assert store.query("SELECT sum(sign) FROM session_totals", {}) == [(1,)]
+    for opened in (state, store):
         opened.close()
 
 
@@ -426,9 +567,9 @@ def test_two_shards_aggregate_per_shard(clickhouse_shards: list[ClickHouseServer
     for batch in all_batches(site.id):
         store.write_batch(batch)
     for shard in clickhouse_shards:
-        rows = shard.client("session_cluster").execute(
-            "SELECT count() FROM session_events_local")[0][0]
-        assert rows > 0
+        for table in ("session_events_local", "session_totals_local"):
+            rows = shard.client("session_cluster").execute(f"SELECT count() FROM {table}")[0][0]
+            assert rows > 0, table
     expected = sqlite_copy(tmp_path / "expected.db", site.id)
     assert_aggregates_match(store, site.id, expected)
     query = ReportQuery(site.id, "2026-03-01", "2026-04-01")
@@ -452,15 +593,18 @@ def test_current_engine_aggregates_equal_sqlite(loaded) -> None:  # type: ignore
     engine = ChdbStore()
     try:
         engine.run("CREATE DATABASE IF NOT EXISTS trackpixel")
-        names = {"db": "trackpixel", "events": "events", "rejected": "rejected_hits"}
+        names = {"db": "trackpixel", "events": "events", "rejected": "rejected_hits",
+                 "totals": "session_totals"}
         for migration in schema.MIGRATIONS:
             for statement in migration.local:
                 engine.run(statement.format(**names))
         engine.run("USE trackpixel")
         rows = sqlite_store.conn.execute(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events")
         insert_json_rows(engine, "events", EVENT_COLUMNS, rows.fetchall())
-        counted = json.loads(engine.run("SELECT count() FROM session_events").bytes())
-        assert int(counted["data"][0][0]) > 0
+        engine.run(schema.fill_session_totals("trackpixel"))
+        for table in ("session_events", "session_totals"):
+            counted = json.loads(engine.run(f"SELECT count() FROM {table}").bytes())
+            assert int(counted["data"][0][0]) > 0, table
         assert_aggregates_match(engine, site.id, sqlite_store)
         query = ReportQuery(site.id, "2026-03-01", "2026-04-01")
         conditions = [(step.kind, step.value, step.prop, step.prop_value) for step in FUNNEL]

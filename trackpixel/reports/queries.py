@@ -552,14 +552,16 @@ LIMIT :limit
 
 
 def _per_session(query: ReportQuery, columns: tuple[str, ...], dialect: str,
-                 goal: str | None) -> tuple[str, dict[str, Any]]:
+                 goal: str | None, require: tuple[str, ...] = ()) -> tuple[str, dict[str, Any]]:
     """Return a subquery with one row per session: its first event's ``columns`` as
     ``first_<column>``, its visitor as ``session_visitor``, a ``started`` flag, and its
     conversions (custom events, or only ``goal``) and their value as ``session_conversions``
     and ``session_value``. No alias equals a column of ``events``, since ClickHouse would put
-    the aliased expression in place of the column."""
+    the aliased expression in place of the column. The caller keeps only started sessions
+    with a non-empty ``first_<column>`` for one of ``require``, so the subquery may leave
+    out the other sessions."""
     if dialect == "clickhouse" and not query.filters and not goal:
-        return _per_session_clickhouse(query, columns)
+        return _per_session_clickhouse(query, columns, require)
     where, params = dashboard_where(query, dialect=dialect)
     goal_clause = ""
     if goal:
@@ -593,7 +595,7 @@ def acquisition(query: ReportQuery, columns: tuple[str, ...], *, dialect: str = 
         raise ValueError(f"invalid grouping {columns!r}; allowed: "
                          f"{', '.join(ACQUISITION_COLUMNS)}")
     needed = tuple(dict.fromkeys((*columns, *require)))
-    sessions, params = _per_session(query, needed, dialect, goal)
+    sessions, params = _per_session(query, needed, dialect, goal, require)
     params["limit"] = query.limit
     required = "".join(f" OR first_{column} <> ''" for column in require)
     required = f" AND ({required[4:]})" if required else ""
@@ -739,7 +741,8 @@ LIMIT :limit
 def ad_conversions(query: ReportQuery, *, dialect: str = "sqlite",
                    goal: str | None = None) -> Sql:
     """Conversions in sessions whose first event carries a campaign, per creative and placement."""
-    sessions, params = _per_session(query, ("campaign", "creative", "placement"), dialect, goal)
+    sessions, params = _per_session(query, ("campaign", "creative", "placement"), dialect, goal,
+                                    require=("campaign",))
     text = f"""
 SELECT first_campaign, first_creative, first_placement,
        SUM(session_conversions) AS conversions, SUM(session_value) AS conversion_value
@@ -876,18 +879,31 @@ def _session_where(query: ReportQuery) -> tuple[str, dict[str, Any]]:
 
 
 def totals_clickhouse(query: ReportQuery) -> Sql:
-    """Return the SQL of ``totals`` without filters or goal, from ``session_events``."""
+    """Return the SQL of ``totals`` without filters or goal, from ``session_events`` and, for
+    the sessions, ``session_totals``.
+
+    A session counts when one of its events in the range started it, so counting the
+    session rows with a start replaces a distinct count over the session keys."""
     where, params = _session_where(query)
+    sessions, _ = _sessions_clickhouse(query, [
+        ("started", "any_started", "maxMerge(any_started)")], "any_started = 1")
     text = f"""
-SELECT
-    uniqExact(visitor_key) AS visitors,
-    uniqExactIf(session_key, {_STARTED_ROW}) AS sessions,
-    countIfMerge(page_view_count) AS page_views,
-    countMerge(event_count) AS event_total,
-    countIfMerge(conversion_count) AS conversions,
-    sumIfMerge(conversion_sum) AS conversion_value
-FROM session_events
-WHERE {where}
+SELECT visitors, sessions, page_views, event_total, conversions, conversion_value
+FROM (
+    SELECT
+        uniqExact(visitor_key) AS visitors,
+        countIfMerge(page_view_count) AS page_views,
+        countMerge(event_count) AS event_total,
+        countIfMerge(conversion_count) AS conversions,
+        sumIfMerge(conversion_sum) AS conversion_value
+    FROM session_events
+    WHERE {where}
+) AS event_figures
+CROSS JOIN (
+    SELECT COUNT(*) AS sessions
+    FROM {sessions} AS per_session
+    WHERE started = 1
+) AS session_figures
 """
     return Sql(text, params)
 
@@ -965,48 +981,111 @@ LIMIT :limit
     return Sql(text, params)
 
 
-def session_stats_clickhouse(query: ReportQuery) -> Sql:
-    """Return the SQL of ``session_stats`` without filters, from ``session_events``."""
+# Session reports read ``session_totals``: one row per session with the figures of all its
+# events (trackpixel.storage.clickhouse_schema). A session whose events all lie in the range
+# takes its row. A session with events in the range and before or after it is computed from
+# its ``session_events`` rows of the range, as the reports above did for every session. Rows
+# that a cancel row of the same (session_key, version) replaced are skipped, whether or not a
+# merge has removed the pair. GLOBAL runs each subquery once, where a sharded table rejects
+# a plain IN.
+# (output column, ``session_totals`` column, expression over ``session_events``)
+SessionFigure = tuple[str, str, str]
+
+# The session's visitor as the raw queries take it: the least visitor id among the rows with
+# page views. It is hashed to 64 bits, so the outer distinct count hashes numbers, as the
+# raw queries' visitor counts on ClickHouse do (``dialect.translate``).
+_PAGE_VISITOR: SessionFigure = (
+    "session_visitor", "min_page_visitor_key",
+    "cityHash64(minIf(visitor_id, finalizeAggregation(page_view_count) > 0))")
+# The minimum visitor id of all the session's events, hashed in the same way.
+_SESSION_VISITOR: SessionFigure = ("session_visitor", "min_visitor_key",
+                                   "cityHash64(min(visitor_id))")
+
+# A session whose events all lie in the range, or that has events in the range and before
+# or after it.
+_INSIDE = "site_id = :site_id AND first_day >= :from_day AND last_day <= :to_day"
+_CROSSING = ("site_id = :site_id AND first_day <= :to_day AND last_day >= :from_day "
+             "AND (first_day < :from_day OR last_day > :to_day)")
+
+
+# The days of the range on which crossing sessions can have events: up to the last day of
+# those that began before the range, and from the first day of those that end after it.
+# ClickHouse runs the scalar subqueries first, so the primary key on ``local_day`` skips the
+# other days, which hold almost all of the range's rows. A crossing row that a cancel row
+# replaced only widens the days.
+_CROSSING_DAYS = (
+    f"(local_day <= (SELECT max(last_day) FROM session_totals "
+    f"WHERE {_CROSSING} AND first_day < :from_day) "
+    f"OR local_day >= (SELECT if(count() = 0, toDate(:to_day) + 1, min(first_day)) "
+    f"FROM session_totals WHERE {_CROSSING} AND last_day > :to_day))")
+
+
+def _live(rows: str) -> str:
+    """Return the condition for the rows matching ``rows`` that no cancel row replaced."""
+    return (f"{rows} AND sign = 1 AND (session_key, version) GLOBAL NOT IN ("
+            f"SELECT session_key, version FROM session_totals WHERE {rows} AND sign = -1)")
+
+
+def _sessions_clickhouse(query: ReportQuery, figures: list[SessionFigure],
+                         outer_condition: str) -> tuple[str, dict[str, Any]]:
+    """Return a subquery with one row per session that has events in the range, and the
+    ``figures`` of its events in the range as columns.
+
+    Every session has one live row, so each session is in one of the two parts.
+    ``outer_condition`` is a condition on ``session_totals`` columns that every session the
+    caller keeps meets.
+    Rows of the sessions inside the range that fail it are left out early, because
+    ClickHouse 18.16 does not move the caller's condition into a UNION ALL."""
     where, params = _session_where(query)
+    stored = ", ".join(f"{column} AS {name}" for name, column, _ in figures)
+    merged = ", ".join(f"{expression} AS {name}" for name, _, expression in figures)
+    text = f"""(
+    SELECT {stored}
+    FROM session_totals
+    WHERE {_live(_INSIDE)} AND {outer_condition}
+    UNION ALL
+    SELECT {merged}
+    FROM session_events
+    WHERE {where} AND session_key GLOBAL IN (
+        SELECT session_key FROM session_totals WHERE {_live(_CROSSING)})
+      AND {_CROSSING_DAYS}
+    GROUP BY session_key
+)"""
+    return text, params
+
+
+def session_stats_clickhouse(query: ReportQuery) -> Sql:
+    """Return the SQL of ``session_stats`` without filters, from ``session_totals``."""
+    sessions, params = _sessions_clickhouse(query, [
+        ("hits", "browser_hits", "countIfMerge(browser_hits)"),
+        ("first_ts", "browser_first_ts", "minIfMerge(browser_first_ts)"),
+        ("last_ts", "browser_last_ts", "maxIfMerge(browser_last_ts)"),
+        ("started", "browser_started", "maxIfMerge(browser_started)"),
+    ], "browser_started = 1")
     text = f"""
 SELECT
     COUNT(*) AS sessions,
     SUM(CASE WHEN hits = 1 THEN 1 ELSE 0 END) AS bounces,
     AVG((last_ts - first_ts) / 1000.0) AS mean_duration_s
-FROM (
-    SELECT countIfMerge(browser_hits) AS hits, minIfMerge(browser_first_ts) AS first_ts,
-           maxIfMerge(browser_last_ts) AS last_ts, maxIfMerge(browser_started) AS started
-    FROM session_events
-    WHERE {where}
-    GROUP BY session_key
-) AS per_session
+FROM {sessions} AS per_session
 WHERE started = 1
 """
     return Sql(text, params)
 
 
-# The session's visitor as the raw queries take it: the least visitor id among the rows with
-# page views. It is hashed to 64 bits, so the outer distinct count hashes numbers, as the
-# raw queries' visitor counts on ClickHouse do (``dialect.translate``).
-_PAGE_VISITOR = "cityHash64(minIf(visitor_id, finalizeAggregation(page_view_count) > 0))"
-
-
 def entry_pages_clickhouse(query: ReportQuery) -> Sql:
-    """Return the SQL of ``entry_pages`` without filters, from ``session_events``."""
-    where, params = _session_where(query)
+    """Return the SQL of ``entry_pages`` without filters, from ``session_totals``."""
+    sessions, params = _sessions_clickhouse(query, [
+        _PAGE_VISITOR,
+        ("page_views", "page_view_count", "countIfMerge(page_view_count)"),
+        ("has_entry", "page_entry_started", "maxIfMerge(page_entry_started)"),
+        ("entry_path", "page_entry_path", "maxIfMerge(page_entry_path)"),
+    ], "page_entry_started = 1")
     params["limit"] = query.limit
     text = f"""
 SELECT entry_path, COUNT(*) AS entries, COUNT(DISTINCT session_visitor) AS visitors,
        SUM(CASE WHEN page_views = 1 THEN 1 ELSE 0 END) AS bounces
-FROM (
-    SELECT {_PAGE_VISITOR} AS session_visitor,
-           countIfMerge(page_view_count) AS page_views,
-           maxIfMerge(page_entry_started) AS has_entry,
-           maxIfMerge(page_entry_path) AS entry_path
-    FROM session_events
-    WHERE {where}
-    GROUP BY session_key
-) AS per_session
+FROM {sessions} AS per_session
 WHERE has_entry = 1
 GROUP BY entry_path
 ORDER BY entries DESC, entry_path
@@ -1016,20 +1095,17 @@ LIMIT :limit
 
 
 def exit_pages_clickhouse(query: ReportQuery) -> Sql:
-    """Return the SQL of ``exit_pages`` without filters, from ``session_events``."""
-    where, params = _session_where(query)
+    """Return the SQL of ``exit_pages`` without filters, from ``session_totals``."""
+    sessions, params = _sessions_clickhouse(query, [
+        _PAGE_VISITOR,
+        ("page_views", "page_view_count", "countIfMerge(page_view_count)"),
+        ("last_view", "page_exit_view", "maxIfMerge(page_exit_view)"),
+    ], "page_view_count > 0")
     params["limit"] = query.limit
     text = f"""
 SELECT substr(last_view, 15) AS exit_path, COUNT(*) AS exits,
        COUNT(DISTINCT session_visitor) AS visitors
-FROM (
-    SELECT {_PAGE_VISITOR} AS session_visitor,
-           countIfMerge(page_view_count) AS page_views,
-           maxIfMerge(page_exit_view) AS last_view
-    FROM session_events
-    WHERE {where}
-    GROUP BY session_key
-) AS per_session
+FROM {sessions} AS per_session
 WHERE page_views > 0
 GROUP BY substr(last_view, 15)
 ORDER BY exits DESC, exit_path
@@ -1038,20 +1114,22 @@ LIMIT :limit
     return Sql(text, params)
 
 
-def _per_session_clickhouse(query: ReportQuery,
-                            columns: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
+def _per_session_clickhouse(query: ReportQuery, columns: tuple[str, ...],
+                            require: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
     """Return the subquery of ``_per_session``, with the same columns, without filters or
-    goal, from ``session_events``."""
-    where, params = _session_where(query)
-    firsts = ", ".join(f"maxIfMerge(opening_{column}) AS first_{column}" for column in columns)
-    # The session's visitor is hashed for the outer distinct count, as in ``_PAGE_VISITOR``.
-    text = (f"(SELECT cityHash64(min(visitor_id)) AS session_visitor, "
-            f"maxMerge(any_started) AS started, {firsts}, "
-            f"countIfMerge(conversion_count) AS session_conversions, "
-            f"sumIfMerge(conversion_sum) AS session_value "
-            f"FROM session_events WHERE {where} GROUP BY session_key)")
-    return text, params
-
+    goal, from ``session_totals``."""
+    outer_condition = "any_started = 1"
+    if require:
+        outer_condition += (" AND (" + " OR ".join(f"opening_{column} <> ''" for column in require)
+                            + ")")
+    return _sessions_clickhouse(query, [
+        _SESSION_VISITOR,
+        ("started", "any_started", "maxMerge(any_started)"),
+        *((f"first_{column}", f"opening_{column}", f"maxIfMerge(opening_{column})")
+          for column in columns),
+        ("session_conversions", "conversion_count", "countIfMerge(conversion_count)"),
+        ("session_value", "conversion_sum", "sumIfMerge(conversion_sum)"),
+    ], outer_condition)
 
 
 def funnel_matches_clickhouse(query: ReportQuery,

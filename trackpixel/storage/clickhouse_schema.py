@@ -205,6 +205,75 @@ def page_select(source: str, extra: str = "") -> str:
     return PAGE_SELECT.replace("{source}", source).replace("{extra}", extra)
 
 
+# One ``session_totals`` row contains the figures of one whole session (all its people's
+# events, every day), computed from its ``session_events`` rows when the store writes, so a
+# session report reads one row per session instead of merging states per query. A session
+# gets a new row, with a larger ``version``, whenever it changes. The row that it replaces is
+# cancelled by a row with the same ``session_key`` and ``version`` and ``sign`` = -1, which
+# repeats only the sorting key, the days and the version. Reports take ``sign`` = 1 rows whose
+# (session_key, version) has no cancel row, so their results do not depend on whether a
+# merge has collapsed the pair yet. ``first_day`` and ``last_day`` are the first and last
+# local days of the session's events. A report computes the sessions that cross its range's
+# first or last day from ``session_events`` instead.
+TOTALS_FIGURES: tuple[tuple[str, str, str], ...] = (
+    # (column, type, expression over the session's ``session_events`` rows)
+    # The least visitor id of the session, and of its page views, hashed as the raw reports'
+    # distinct visitor counts are (``trackpixel.reports.queries``).
+    ("min_visitor_key", "UInt64", "cityHash64(min(visitor_id))"),
+    ("min_page_visitor_key", "UInt64",
+     "cityHash64(minIf(visitor_id, finalizeAggregation(page_view_count) > 0))"),
+    ("any_started", "UInt8", "maxMerge(any_started)"),
+    ("browser_hits", "UInt64", "countIfMerge(browser_hits)"),
+    ("browser_first_ts", "UInt64", "minIfMerge(browser_first_ts)"),
+    ("browser_last_ts", "UInt64", "maxIfMerge(browser_last_ts)"),
+    ("browser_started", "UInt8", "maxIfMerge(browser_started)"),
+    ("page_view_count", "UInt64", "countIfMerge(page_view_count)"),
+    ("page_entry_started", "UInt8", "maxIfMerge(page_entry_started)"),
+    ("page_entry_path", "String", "maxIfMerge(page_entry_path)"),
+    ("page_exit_view", "String", "maxIfMerge(page_exit_view)"),
+    *((f"opening_{column}", "String", f"maxIfMerge(opening_{column})")
+      for column in SESSION_ACQUISITION_COLUMNS),
+    ("conversion_count", "UInt64", "countIfMerge(conversion_count)"),
+    ("conversion_sum", "Float64", "sumIfMerge(conversion_sum)"),
+)
+TOTALS_COLUMNS = ",\n".join(
+    ["    site_id LowCardinality(String)", "    first_day Date", "    last_day Date",
+     "    session_key UInt64", "    version UInt64", "    sign Int8"]
+    + [f"    {column} {kind}" for column, kind, _ in TOTALS_FIGURES])
+
+# A row and its cancel row share the sorting key, so a merge collapses them. The partition
+# is the months of ``first_day`` and ``last_day``, which the cancel row repeats. A part
+# records the minimum and maximum of each partition key column, so a report's condition on
+# ``last_day`` skips the parts of earlier months without reading them.
+TOTALS_ENGINE = """ENGINE = CollapsingMergeTree(sign)
+PARTITION BY (toYYYYMM(first_day), toYYYYMM(last_day))
+ORDER BY (site_id, first_day, session_key, version)"""
+
+
+_TYPE_DEFAULTS = {"UInt8": "toUInt8(0)", "UInt64": "toUInt64(0)", "Float64": "toFloat64(0)",
+                  "String": "''"}
+# Cancel rows, in column order, from four parallel array parameters: ``cancel_keys`` (the
+# session keys), ``cancel_versions``, ``cancel_first_days`` and ``cancel_last_days``. The
+# figures are left at their defaults.
+CANCEL_SELECT = (
+    "SELECT toLowCardinality(%(site)s), toDate(cancel_first_day), toDate(cancel_last_day), "
+    "cancel_key, cancel_version, toInt8(-1), "
+    + ", ".join(_TYPE_DEFAULTS[kind] for _, kind, _ in TOTALS_FIGURES)
+    + " FROM system.one ARRAY JOIN %(cancel_keys)s AS cancel_key, "
+    "%(cancel_versions)s AS cancel_version, %(cancel_first_days)s AS cancel_first_day, "
+    "%(cancel_last_days)s AS cancel_last_day")
+
+
+def totals_select(source: str, version: int, extra: str = "") -> str:
+    """Return the SELECT that computes ``session_totals`` rows, in column order, from the
+    ``session_events`` rows of ``source``; ``extra`` is more WHERE text, starting with
+    `` AND``. Every row gets ``version`` and ``sign`` = 1."""
+    figures = ", ".join(expression for _, _, expression in TOTALS_FIGURES)
+    return (f"SELECT site_id, min(local_day), max(local_day), session_key, "
+            f"toUInt64({int(version)}), toInt8(1), {figures} "
+            f"FROM {source} WHERE 1 = 1{extra} GROUP BY site_id, session_key")
+
+
 # The property arrays of ``events``, in the order of ``rollups.property_items``.
 PROPERTY_COLUMNS = "ADD COLUMN prop_keys Array(String), ADD COLUMN prop_values Array(String)"
 
@@ -220,6 +289,9 @@ class Migration:
     # True when the store computes ``prop_keys`` and ``prop_values`` of the events stored
     # before the migration, after the local statements.
     fill_properties: bool = False
+    # True when the store fills ``session_totals`` from ``session_events`` once, after the
+    # statements of every server (``fill_session_totals``).
+    fill_session_totals: bool = False
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -285,7 +357,38 @@ MIGRATIONS: tuple[Migration, ...] = (
         distributed=(f"ALTER TABLE {{db}}.events {PROPERTY_COLUMNS}",),
         fill_properties=True,
     ),
+    Migration(
+        name="0005_session_totals",
+        # ``{totals}`` is ``session_totals`` on one server and ``session_totals_local`` on a
+        # shard. The Distributed table shards by session, so a row, its cancel row and the
+        # session's later rows are on one shard, where merges collapse them.
+        local=(f"CREATE TABLE IF NOT EXISTS {{db}}.{{totals}} ({TOTALS_COLUMNS}) "
+               f"{TOTALS_ENGINE}",),
+        distributed=(
+            "CREATE TABLE IF NOT EXISTS {db}.session_totals AS {db}.session_totals_local "
+            "ENGINE = Distributed({cluster}, {db}, session_totals_local, "
+            "sipHash64(session_key))",
+        ),
+        fill_session_totals=True,
+    ),
 )
+
+# The version of the rows that ``fill_session_totals`` writes; rows written later get the
+# time in nanoseconds, which is larger.
+FILL_VERSION = 1
+
+
+def fill_session_totals(database: str) -> str:
+    """Return the INSERT that adds a ``session_totals`` row for every session of
+    ``database.session_events`` that has no row yet, so that running it again after an
+    interruption adds only the missing sessions.
+
+    ``session_events`` and ``session_totals`` are the Distributed tables on a cluster, so
+    each session is computed from the rows of every shard."""
+    return (f"INSERT INTO {database}.session_totals "
+            + totals_select(f"{database}.session_events", FILL_VERSION,
+                            f" AND session_key GLOBAL NOT IN "
+                            f"(SELECT session_key FROM {database}.session_totals)"))
 
 SCHEMA_MIGRATIONS_DDL = (
     "CREATE TABLE IF NOT EXISTS {db}.schema_migrations "
