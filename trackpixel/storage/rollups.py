@@ -29,6 +29,8 @@ from typing import Any, Protocol
 import orjson
 from pyroaring import BitMap
 
+from trackpixel.storage import columns
+
 # Separates the parts of a composite dimension value, e.g. campaign, creative, placement.
 SEP = "\x1f"
 BROWSER_SOURCES = ("pixel", "beacon")
@@ -663,6 +665,7 @@ def apply_events(conn: sqlite3.Connection, events: Sequence[EventLike]) -> None:
                 sessions[event.session_id].append(event)
         _flush_days(conn, day_delta)
         _flush_steps(conn, step_delta)
+        columns.append_events(conn, site_id, site_events, visitors, session_ids, recipients)
         group_delta = _GroupDelta()
         _update_sessions(conn, site_id, sessions, visitors, group_delta)
         _flush_groups(conn, group_delta)
@@ -682,6 +685,7 @@ def clear_site(conn: sqlite3.Connection, site_id: str) -> None:
     for table in ("rollup_days", "rollup_sessions", "rollup_session_groups", "rollup_steps",
                   "rollup_ids", "rollup_id_counters"):
         conn.execute(f"DELETE FROM {table} WHERE site_id = ?", (site_id,))
+    columns.clear_site(conn, site_id)
 
 
 def in_sync(conn: sqlite3.Connection) -> bool:
@@ -765,6 +769,7 @@ def expire(conn: sqlite3.Connection, site_id: str, first_kept_day: str,
                  (site_id, first_kept_day))
     conn.execute("DELETE FROM rollup_sessions WHERE site_id = ? AND last_day < ?",
                  (site_id, first_kept_day))
+    columns.expire(conn, site_id, first_kept_day)
     still_used = {
         "v": "SELECT 1 FROM events WHERE site_id = ? AND visitor_id = ? LIMIT 1",
         "s": "SELECT 1 FROM rollup_sessions WHERE site_id = ? AND session_id = ?",
@@ -792,6 +797,7 @@ def erase_visitors(conn: sqlite3.Connection, site_id: str, visitor_ids: Sequence
     erased = [int(row[0]) for row in conn.execute(
         f"SELECT id FROM rollup_ids WHERE site_id = ? AND kind = 'v' AND key IN ({marks})",
         (site_id, *visitor_ids))]
+    columns.erase(conn, site_id, erased, affected_days)
     delta = _GroupDelta()
     erased_sessions = []
     for visitor in erased:
