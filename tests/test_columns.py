@@ -34,8 +34,8 @@ from trackpixel.sites import get_site
 from trackpixel.storage import columns, rollups
 from trackpixel.storage.sqlite import SqliteStore
 
-# One filter per filterable column with a value that occurs, property filters (a string, a
-# number, and JSON true, which SQLite compares as 1), several filters at once, and filters
+# One filter per filterable column with a value that occurs, property filters (strings,
+# numbers, JSON true and null by their JSON text), several filters at once, and filters
 # that match nothing.
 FILTERS: list[dict[str, str]] = [
     {"channel": "direct"},
@@ -56,6 +56,8 @@ FILTERS: list[dict[str, str]] = [
     {"prop:plan": "<b>x\x1fy</b>"},
     {"prop:seats": "2.5"},
     {"prop:seats": "1"},
+    {"prop:seats": "true"},
+    {"prop:seats": "null"},
     {"country": "DE", "device_type": "mobile"},
     {"channel": "direct", "browser": "Firefox", "os": "Linux"},
     {"prop:plan": "free", "name": "Purchase"},
@@ -298,3 +300,46 @@ def test_selection_reused_until_chunks_change(store: SqliteStore) -> None:  # no
     assert from_columns.select(store.conn, query) is first
     store_events(store, events[2000:])
     assert from_columns.select(store.conn, query) is not first
+
+
+def _dictionary_texts(store: SqliteStore) -> set[str]:
+    return {row[0] for row in store.conn.execute("SELECT value FROM column_values")}
+
+
+def test_erasure_drops_unused_values(store: SqliteStore) -> None:  # noqa: F811
+    zone = ZoneInfo(SITES["s_berlin"])
+    ts = int(datetime(2025, 3, 26, 12, tzinfo=zone).timestamp() * 1000)
+    counter = [0]
+    rows = [_event(counter, "s_berlin", zone, ts, visitor_id="jane", session_id="jane-1",
+                   session_start=1, path="/account/jane", utm_content="jane-mail"),
+            _event(counter, "s_berlin", zone, ts + 5, visitor_id="jane", session_id="jane-1",
+                   kind="custom", name="Signup", source="beacon", path="/",
+                   props='{"email": "jane@example.org", "plan": "pro"}'),
+            _event(counter, "s_berlin", zone, ts + 9, visitor_id="joe", session_id="joe-1",
+                   session_start=1, path="/", props='{"plan": "pro"}')]
+    store_events(store, [*generate()[:400], *rows])
+    assert {"/account/jane", "jane-mail", "jane@example.org"} <= _dictionary_texts(store)
+    selector = rights.Selector("visitor", "s_berlin", visitor_ids=("jane",))
+    rights.carry_out(store.conn, rights.request_erasure(store.conn, selector))
+    texts = _dictionary_texts(store)
+    assert not {"/account/jane", "jane-mail", "jane@example.org"} & texts
+    assert {"/", "pro", "plan", "Signup"} <= texts
+    assert _chunk_rows(store) == _event_count(store)
+    assert_same_as_raw(store, "s_berlin", "2025-03-26", "2025-03-26", {"prop:plan": "pro"})
+
+
+def test_retention_drops_expired_values(store: SqliteStore) -> None:  # noqa: F811
+    zone = ZoneInfo(SITES["s_berlin"])
+    counter = [0]
+    rows = [_event(counter, "s_berlin", zone,
+                   int(datetime(2025, 3, day, 12, tzinfo=zone).timestamp() * 1000),
+                   visitor_id=f"v{day}", session_id=f"s{day}", session_start=1,
+                   path=f"/only-{day}") for day in (25, 26, 31)]
+    store_events(store, rows)
+    site = get_site(store.conn, "s_berlin")
+    now = datetime(2025, 3, 30, 12, tzinfo=zone).astimezone(UTC)
+    now_ms = int(now.timestamp() * 1000) + site.privacy.retention_days * 86_400_000
+    Maintenance(store.conn, lambda: []).apply_retention(now_ms)
+    texts = _dictionary_texts(store)
+    assert "/only-31" in texts
+    assert not {"/only-25", "/only-26"} & texts

@@ -45,6 +45,8 @@ PROPERTY_KEY = "prop:key"
 PROPERTY_TEXT = "prop:text"
 
 FLAG_BOT, FLAG_MACHINE_OPEN, FLAG_START = 1, 2, 4
+# The longest property name a ``prop:`` filter accepts (``queries.MAX_PROPERTY_KEY_CHARS``).
+MAX_KEY_CHARS = 64
 
 # Rows per chunk: merges stop at this size, and back-fills cut days into chunks of it.
 CHUNK_ROWS = 65_536
@@ -328,14 +330,17 @@ def _property_pairs(conn: sqlite3.Connection, props: str) -> tuple[dict[str, str
 
     report = dict(property_items(props))
     compared: dict[str, str] = {}
-    # SQLite's own text of each value, as json_extract(props, '$."key"') gives it. The first
-    # of repeated keys wins, as in json_extract; JSON null gives NULL, which matches nothing.
+    # The text ``queries.property_value`` compares, computed by SQLite with the same
+    # expression for each key. Keys that a filter cannot name are left out, and so are
+    # values that match no filter (NULL).
     for key, text in conn.execute(
-            "SELECT key, CAST(value AS TEXT) FROM json_each(CASE WHEN json_valid(?1) THEN "
-            "CASE WHEN json_type(?1) = 'object' THEN ?1 ELSE '{}' END ELSE '{}' END)",
-            (props,)):
-        if text is not None and str(key) not in compared:
-            compared[str(key)] = str(text)
+            "SELECT key, CASE WHEN type = 'text' THEN json_extract(?1, '$.\"' || key || '\"') "
+            "ELSE ?1 -> ('$.\"' || key || '\"') END "
+            "FROM json_each(CASE WHEN json_valid(?1) THEN ?1 ELSE '{}' END)", (props,)):
+        key = str(key)
+        if (text is not None and key not in compared and 0 < len(key) <= MAX_KEY_CHARS
+                and '"' not in key and "\\" not in key):
+            compared[key] = str(text)
     return compared, report
 
 
@@ -482,29 +487,81 @@ def merge_day(conn: sqlite3.Connection, site_id: str, day: str, *,
 # Erasure, retention and rebuilds
 
 
+def _codes_used(chunk: Chunk, keep: np.ndarray | None = None) -> dict[str, set[int]]:
+    """Return the dictionary codes that a chunk's rows (those of ``keep`` when given) use,
+    per dictionary."""
+    used: dict[str, set[int]] = {}
+    for name in TEXT_COLUMNS:
+        values = chunk.columns[name].full(np.int64)
+        if keep is not None:
+            values = values[keep]
+        used[name] = set(np.unique(values).tolist()) - {0}
+    rows = chunk.props["prop_row"].astype(np.int64)
+    kept = keep[rows] if keep is not None else np.ones(rows.size, dtype=bool)
+    used[PROPERTY_KEY] = set(np.unique(chunk.props["prop_key"][kept]).tolist())
+    texts = np.concatenate((chunk.props["prop_filter"][kept], chunk.props["prop_report"][kept]))
+    used[PROPERTY_TEXT] = set(np.unique(texts).tolist()) - {0}
+    return used
+
+
+def _prune_values(conn: sqlite3.Connection, site_id: str,
+                  candidates: dict[str, set[int]]) -> None:
+    """Delete the dictionary values among ``candidates`` that no remaining chunk uses.
+
+    Values still in use are usually found in the first chunks read; a value that is gone
+    makes this read every chunk of the site.
+    """
+    left = {name: set(codes) for name, codes in candidates.items() if codes}
+    cursor = conn.execute("SELECT chunk_id, local_day, data FROM column_chunks "
+                          "WHERE site_id = ?", (site_id,))
+    while any(left.values()):
+        row = cursor.fetchone()
+        if row is None:
+            break
+        used = _codes_used(decode_chunk(int(row[0]), row[1], row[2]))
+        for name in left:
+            left[name] -= used[name]
+    cursor.close()
+    conn.executemany("DELETE FROM column_values WHERE site_id = ? AND column_name = ? "
+                     "AND code = ?", [(site_id, name, code) for name, codes in left.items()
+                                      for code in sorted(codes)])
+
+
 def erase(conn: sqlite3.Connection, site_id: str, visitors: Iterable[int],
           days: Iterable[str]) -> None:
-    """Rewrite the chunks of ``days`` without the rows of the erased visitor integers; call
-    in the erasure's transaction, before the visitors' ``rollup_ids`` go."""
+    """Rewrite the chunks of ``days`` without the rows of the erased visitor integers, and
+    delete the dictionary values only those rows used; call in the erasure's transaction,
+    before the visitors' ``rollup_ids`` go."""
     erased = np.array(sorted(set(visitors)), dtype=np.int64)
+    candidates: dict[str, set[int]] = defaultdict(set)
     for day in sorted(set(days)):
         chunks = _read_chunks(conn, "site_id = ? AND local_day = ?", (site_id, day))
         keep = [~np.isin(chunk.columns["visitor"].full(np.int64), erased) for chunk in chunks]
         touched = [index for index, mask in enumerate(keep) if not mask.all()]
         if not touched:
             continue
+        for index in touched:
+            for name, codes in _codes_used(chunks[index], ~keep[index]).items():
+                candidates[name] |= codes
         rows, ints, floats, props = _concat([chunks[index] for index in touched],
                                             [keep[index] for index in touched])
         conn.executemany("DELETE FROM column_chunks WHERE chunk_id = ?",
                          [(chunks[index].chunk_id,) for index in touched])
         if rows:
             _insert_chunks(conn, site_id, day, rows, ints, floats, props)
+    _prune_values(conn, site_id, candidates)
 
 
 def expire(conn: sqlite3.Connection, site_id: str, first_kept_day: str) -> None:
-    """Delete a site's chunks of days before ``first_kept_day``."""
+    """Delete a site's chunks of days before ``first_kept_day``, and the dictionary values
+    that only those chunks used."""
+    candidates: dict[str, set[int]] = defaultdict(set)
+    for chunk in _read_chunks(conn, "site_id = ? AND local_day < ?", (site_id, first_kept_day)):
+        for name, codes in _codes_used(chunk).items():
+            candidates[name] |= codes
     conn.execute("DELETE FROM column_chunks WHERE site_id = ? AND local_day < ?",
                  (site_id, first_kept_day))
+    _prune_values(conn, site_id, candidates)
 
 
 def clear_site(conn: sqlite3.Connection, site_id: str) -> None:
