@@ -46,7 +46,8 @@ def _rollups(store: EventStore, query: ReportQuery) -> sqlite3.Connection | None
     """Return the connection to read the rollups through, or None to run the raw SQL.
 
     Rollups exist only in SQLite and hold no per-filter figures, so a filtered query, a
-    ClickHouse store or a database whose rollups miss events reads the raw events.
+    ClickHouse store or a database whose rollups miss events reads the column copy
+    (``_columns``) or the raw events.
     """
     conn = getattr(store, "conn", None)
     if query.filters or _dialect(store) != "sqlite" or not isinstance(conn, sqlite3.Connection):
@@ -404,10 +405,11 @@ def event_properties(store: EventStore, site: Site, query: ReportQuery, *,
                      event: str | None = None) -> Table:
     """Custom-event properties: each name, property and value with its events and visitors.
 
-    Unfiltered SQLite queries read every event's counts from the rollups, and ClickHouse
-    counts every event from its property arrays. Otherwise properties are counted in Python
-    over at most ``MAX_PROPERTY_ROWS`` events, and the title notes when that bound cut the
-    count short.
+    Unfiltered SQLite queries read every event's counts from the rollups, filtered ones
+    count every matching event in the column copy, and ClickHouse counts every event from
+    its property arrays. Otherwise (a SQLite database whose column copy is not filled yet)
+    properties are counted in Python over at most ``MAX_PROPERTY_ROWS`` events, and the
+    title notes when that bound cut the count short.
     """
     columns = ["name", "property", "value", "events", "visitors"]
     conn = _rollups(store, query)

@@ -1,7 +1,7 @@
 """A columnar copy of the events in SQLite, read with numpy by filtered reports.
 
 ``rollups.apply_events`` appends each stored batch here in the transaction that stores it,
-so the copy holds each stored event exactly once, as the rollups do. Each chunk in
+so the copy contains each stored event exactly once, as the rollups do. Each chunk in
 ``column_chunks`` holds one site's events of one local day, column by column:
 
 * text columns as integer codes of a per-site, per-column dictionary (``column_values``,
@@ -45,7 +45,7 @@ PROPERTY_KEY = "prop:key"
 PROPERTY_TEXT = "prop:text"
 
 FLAG_BOT, FLAG_MACHINE_OPEN, FLAG_START = 1, 2, 4
-# The longest property name a ``prop:`` filter accepts (``queries.MAX_PROPERTY_KEY_CHARS``).
+# The maximum length of a property name that a ``prop:`` filter accepts (``queries.MAX_PROPERTY_KEY_CHARS``).
 MAX_KEY_CHARS = 64
 
 # Rows per chunk: merges stop at this size, and back-fills cut days into chunks of it.
