@@ -34,7 +34,7 @@ import orjson
 from trackpixel.reports import run
 from trackpixel.reports.queries import ReportQuery
 from trackpixel.sites import get_site
-from trackpixel.storage import rollups
+from trackpixel.storage import columns, rollups
 from trackpixel.storage.records import EVENT_COLUMNS
 from trackpixel.storage.sqlite import connect, migrate
 
@@ -271,6 +271,8 @@ def main() -> None:
             f"**{filtered_first_total:.3f}**", f"**{filtered_total:.3f}**")
         print(f"| **{view}** | **whole view** | | **{view_total:.3f}** | {raw_view} | "
               f"{filtered_view[0]} | {filtered_view[1]} |", flush=True)
+    print(f"\ndecoded column chunks cached: {columns.CACHE.nbytes / 2 ** 20:.0f} MiB "
+          f"in {len(columns.CACHE.chunks)} chunks")
 
 
 if __name__ == "__main__":

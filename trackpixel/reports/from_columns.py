@@ -39,6 +39,7 @@ class Selection:
         self.chunks = chunks
         self.days = sorted({chunk.day for chunk in chunks})
         self._gathered: dict[str, np.ndarray] = {}
+        self._codes: dict[tuple[str, str], int | None] = {}
         self._lock = threading.Lock()
         filters = [(key, value, self._filter_codes(key, value))
                    for key, value in sorted(query.filters.items())]
@@ -51,11 +52,14 @@ class Selection:
 
     def code(self, column: str, value: str) -> int | None:
         """Return the code of a text value, or None when no stored event has it."""
+        if (column, value) in self._codes:
+            return self._codes[(column, value)]
         found = self.dictionary(column).codes.get(value)
         if found is None:
             # A value stored after the dictionary was read.
             found = store.dictionary(self.conn, self.token, self.site_id, column,
                                      needed=self.dictionary(column).top + 1).codes.get(value)
+        self._codes[(column, value)] = found
         return found
 
     def _filter_codes(self, key: str, value: str) -> tuple[int, int] | None:
@@ -113,6 +117,12 @@ class Selection:
             parts = [chunk.columns[name].take(pick, dtype)
                      for chunk, pick in zip(self.chunks, self.picks, strict=True)]
         found = np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+        if name in ("session", "visitor") and found.size:
+            # Renumber sessions and visitors densely, so per-session arrays and distinct
+            # counts take one entry per selected one rather than one per id of the site.
+            present = np.zeros(int(found.max()) + 1, dtype=bool)
+            present[found] = True
+            found = (np.cumsum(present) - 1)[found]
         with self._lock:
             self._gathered[name] = found
         return found
@@ -216,6 +226,10 @@ def _distinct(ids: np.ndarray, *, skip_zero: bool = False) -> int:
     return int(np.count_nonzero(seen))
 
 
+# Cells of the largest (group, id) table that ``_distinct_by`` fills; above it, it sorts.
+MAX_DISTINCT_TABLE = 1 << 26
+
+
 def _distinct_by(groups: np.ndarray, ids: np.ndarray, count: int, *,
                  skip_zero: bool = False) -> np.ndarray:
     """Return the number of distinct ``ids`` in each of ``count`` groups."""
@@ -225,6 +239,10 @@ def _distinct_by(groups: np.ndarray, ids: np.ndarray, count: int, *,
     if not ids.size:
         return np.zeros(count, dtype=np.int64)
     width = int(ids.max()) + 1
+    if count * width <= MAX_DISTINCT_TABLE:
+        seen = np.zeros(count * width, dtype=bool)
+        seen[groups.astype(np.int64) * width + ids] = True
+        return np.count_nonzero(seen.reshape(count, width), axis=1)
     keys = np.sort(groups.astype(np.int64) * width + ids)
     first = np.ones(keys.size, dtype=bool)
     np.not_equal(keys[1:], keys[:-1], out=first[1:])
