@@ -82,7 +82,7 @@ def test_kill9_loses_no_acknowledged_event(data_dir: Path, site: SiteInfo) -> No
 
 
 def _assert_column_copy_exact(data_dir: Path, site: SiteInfo) -> None:
-    """Check that the column copy holds each stored event once and that filtered reports
+    """Check that the column copy contains each stored event once and that filtered reports
     from it equal the raw SQL."""
     assert query(data_dir, "SELECT SUM(rows) FROM column_chunks") == \
         query(data_dir, "SELECT COUNT(*) FROM events")

@@ -22,6 +22,9 @@ from trackpixel.storage import columns as store
 from trackpixel.storage.columns import FLAG_BOT, FLAG_MACHINE_OPEN, FLAG_START
 
 BROWSER_SOURCES = ("pixel", "beacon")
+# Columns gathered as 64-bit values; the others are gathered as 32-bit integers.
+WIDE_COLUMNS: dict[str, type] = {"ts": np.int64, "value": np.float64, "visitor": np.int64,
+                                 "session": np.int64, "recipient": np.int64}
 
 
 class Selection:
@@ -46,6 +49,12 @@ class Selection:
         self.picks = [self._match(chunk, filters) for chunk in chunks]
         self.size = sum(chunk.rows if pick is None else pick.size
                         for chunk, pick in zip(chunks, self.picks, strict=True))
+
+    @property
+    def nbytes(self) -> int:
+        """Return the bytes of the columns gathered so far."""
+        with self._lock:
+            return sum(values.nbytes for values in self._gathered.values())
 
     def dictionary(self, column: str) -> store.Dictionary:
         return store.dictionary(self.conn, self.token, self.site_id, column)
@@ -108,10 +117,12 @@ class Selection:
             found = self._gathered.get(name)
             if found is not None:
                 return found
-        dtype = np.float64 if name == "value" else np.int64
+        # Codes, hours, flags and day numbers fit 32 bits, which halves the memory a
+        # selection keeps; times, sums and ids of the site's whole id range do not.
+        dtype = WIDE_COLUMNS.get(name, np.int32)
         if name == "day":
             parts = [np.full(chunk.rows if pick is None else pick.size,
-                             self.days.index(chunk.day), dtype=np.int64)
+                             self.days.index(chunk.day), dtype=dtype)
                      for chunk, pick in zip(self.chunks, self.picks, strict=True)]
         else:
             parts = [chunk.columns[name].take(pick, dtype)
@@ -122,7 +133,7 @@ class Selection:
             # counts take one entry per selected one rather than one per id of the site.
             present = np.zeros(int(found.max()) + 1, dtype=bool)
             present[found] = True
-            found = (np.cumsum(present) - 1)[found]
+            found = (np.cumsum(present) - 1).astype(np.int32)[found]
         with self._lock:
             self._gathered[name] = found
         return found
@@ -181,6 +192,9 @@ class Selection:
 # Selections of recent queries, keyed by database, query and the chunk ids read. Chunks are
 # immutable, so an entry is valid for exactly as long as the range has the same chunks.
 _SELECTIONS: OrderedDict[tuple[Any, ...], Selection] = OrderedDict()
+# Selections kept at most. Their gathered columns (36 bytes per matching event for the
+# overview, 116 for every view) are bounded apart from the chunk cache: older selections
+# go once all of them exceed a quarter of its bound, though the newest always stays.
 _SELECTIONS_KEPT = 4
 _selections_lock = threading.Lock()
 
@@ -207,7 +221,10 @@ def select(conn: sqlite3.Connection, query: ReportQuery) -> Selection | None:
     found = Selection(conn, token, query, chunks)
     with _selections_lock:
         _SELECTIONS[key] = found
-        while len(_SELECTIONS) > _SELECTIONS_KEPT:
+        limit = store.cache_limit_bytes() // 4
+        while len(_SELECTIONS) > 1 and (
+                len(_SELECTIONS) > _SELECTIONS_KEPT
+                or sum(kept.nbytes for kept in _SELECTIONS.values()) > limit):
             _SELECTIONS.popitem(last=False)
     return found
 

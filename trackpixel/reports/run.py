@@ -58,9 +58,9 @@ def _rollups(store: EventStore, query: ReportQuery) -> sqlite3.Connection | None
 def _columns(store: EventStore, query: ReportQuery) -> from_columns.Selection | None:
     """Return the query's events in the column copy, or None to run the raw SQL.
 
-    The copy exists only in SQLite, and is read only while it covers every stored event:
-    the rollups' watermark is current (the copy is kept with them) and the migration adding
-    it found no events or a rebuild has filled it since.
+    The copy exists only in SQLite. It is read only while it covers every stored event, so
+    the rollups' watermark must be current, because the copy is kept with them. The
+    migration adding it must also have found no events, or a rebuild must have filled it.
     """
     conn = getattr(store, "conn", None)
     if _dialect(store) != "sqlite" or not isinstance(conn, sqlite3.Connection):

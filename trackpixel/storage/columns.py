@@ -549,6 +549,7 @@ def erase(conn: sqlite3.Connection, site_id: str, visitors: Iterable[int],
                          [(chunks[index].chunk_id,) for index in touched])
         if rows:
             _insert_chunks(conn, site_id, day, rows, ints, floats, props)
+            merge_day(conn, site_id, day)
     _prune_values(conn, site_id, candidates)
 
 
