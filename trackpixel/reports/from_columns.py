@@ -2,8 +2,8 @@
 (``trackpixel.storage.columns``), for queries with filters or a goal.
 
 Each function returns the rows of the raw SQL of the same name in ``queries``, in the same
-order, for the same events: filters compare each event's own values, and session figures
-group a session's matching events in the range, as the raw SQL does.
+order. Filters compare each event's own values, and session figures group a session's
+matching events in the range, as the raw SQL does.
 """
 
 from __future__ import annotations

@@ -348,7 +348,10 @@ def append_events(conn: sqlite3.Connection, site_id: str, events: Sequence[Event
                   visitors: dict[str, int], sessions: dict[str, int],
                   recipients: dict[str, int]) -> None:
     """Append one site's newly stored events as chunks, one per local day, and merge a day's
-    small chunks when there are enough; call inside the transaction that stored them."""
+    small chunks once there are ``MERGE_FANIN`` of them.
+
+    Call inside the transaction that stored the events.
+    """
     if not events:
         return
     codes = {column: assign_codes(conn, site_id, column,
@@ -365,6 +368,17 @@ def append_events(conn: sqlite3.Connection, site_id: str, events: Sequence[Event
         merge_day(conn, site_id, day)
 
 
+def _flags(event: EventLike) -> int:
+    flags = 0
+    if event.is_bot:
+        flags |= FLAG_BOT
+    if event.machine_open:
+        flags |= FLAG_MACHINE_OPEN
+    if event.session_start == 1:
+        flags |= FLAG_START
+    return flags
+
+
 def _encode_events(conn: sqlite3.Connection, site_id: str, events: Sequence[EventLike],
                    codes: dict[str, dict[str, int]], visitors: dict[str, int],
                    sessions: dict[str, int], recipients: dict[str, int]
@@ -373,10 +387,7 @@ def _encode_events(conn: sqlite3.Connection, site_id: str, events: Sequence[Even
     ints: dict[str, np.ndarray] = {
         "ts": np.fromiter((event.ts for event in events), np.int64, len(events)),
         "hour": np.fromiter((event.local_hour for event in events), np.int64, len(events)),
-        "flags": np.fromiter(
-            ((FLAG_BOT if event.is_bot else 0) | (FLAG_MACHINE_OPEN if event.machine_open else 0)
-             | (FLAG_START if event.session_start == 1 else 0) for event in events),
-            np.int64, len(events)),
+        "flags": np.fromiter((_flags(event) for event in events), np.int64, len(events)),
         "visitor": np.fromiter((visitors[event.visitor_id] for event in events), np.int64,
                                len(events)),
         "session": np.fromiter((sessions[event.session_id] for event in events), np.int64,
@@ -530,8 +541,10 @@ def _prune_values(conn: sqlite3.Connection, site_id: str,
 def erase(conn: sqlite3.Connection, site_id: str, visitors: Iterable[int],
           days: Iterable[str]) -> None:
     """Rewrite the chunks of ``days`` without the rows of the erased visitor integers, and
-    delete the dictionary values only those rows used; call in the erasure's transaction,
-    before the visitors' ``rollup_ids`` go."""
+    delete the dictionary values that only those rows used.
+
+    Call in the erasure's transaction, before the visitors' ``rollup_ids`` are deleted.
+    """
     erased = np.array(sorted(set(visitors)), dtype=np.int64)
     candidates: dict[str, set[int]] = defaultdict(set)
     for day in sorted(set(days)):

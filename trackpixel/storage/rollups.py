@@ -15,6 +15,9 @@ raw report SQL in ``trackpixel.reports.queries`` exactly:
   that cross a range boundary are recomputed from their per-day state at query time.
 
 Only people's events (not bots, not machine email opens) count in session reports.
+
+``apply_events`` also appends the events to the column copy (``trackpixel.storage.columns``)
+that filtered reports read.
 """
 
 from __future__ import annotations
@@ -796,9 +799,9 @@ def expire(conn: sqlite3.Connection, site_id: str, first_kept_day: str,
     """Delete the per-visitor parts of a site's rollups before ``first_kept_day``; call after
     retention has deleted the raw events of those days, in the same transaction.
 
-    Funnel step times and session states of expired days go, and so do the id mappings of
-    ``candidates`` (from ``expiring_ids``) that no stored event or session refers to any
-    more. The day counts and the session groups stay, with visitor sets of bare integers. A
+    Funnel step times, column chunks and session states of expired days go, and so do the
+    id mappings of ``candidates`` (from ``expiring_ids``) that no stored event or session
+    refers to any more. The day counts and the session groups stay, with visitor sets of bare integers. A
     visitor who returns after their mapping went gets a new integer, so a range that spans
     the expired days and later ones may count them twice.
     """
