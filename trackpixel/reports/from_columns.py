@@ -314,6 +314,8 @@ class _Sessions:
 
     def maximum(self, values: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
         """Return each session's maximum of ``values`` over rows of ``where``, -1 if none."""
+        # ufunc.at is fast only when the values already have the result's type.
+        values = values.astype(np.int64, copy=False)
         result = np.full(self.size, -1, dtype=np.int64)
         if where is None:
             np.maximum.at(result, self.ids, values)
@@ -322,6 +324,7 @@ class _Sessions:
         return result
 
     def minimum(self, values: np.ndarray) -> np.ndarray:
+        values = values.astype(np.int64, copy=False)
         result = np.full(self.size, np.iinfo(np.int64).max, dtype=np.int64)
         np.minimum.at(result, self.ids, values)
         return result
