@@ -133,7 +133,7 @@ class Selection:
             # counts take one entry per selected one rather than one per id of the site.
             present = np.zeros(int(found.max()) + 1, dtype=bool)
             present[found] = True
-            found = (np.cumsum(present) - 1).astype(np.int32)[found]
+            found = (np.cumsum(present, dtype=np.int32) - 1)[found]
         with self._lock:
             self._gathered[name] = found
         return found

@@ -474,9 +474,9 @@ def _concat(chunks: list[Chunk], keep: list[np.ndarray] | None = None
 
 
 def _read_chunks(conn: sqlite3.Connection, where: str, params: Sequence[Any]) -> list[Chunk]:
-    return [decode_chunk(int(chunk_id), day, blob) for chunk_id, day, blob in conn.execute(
-        f"SELECT chunk_id, local_day, data FROM column_chunks WHERE {where} ORDER BY chunk_id",
-        tuple(params))]
+    found = [decode_chunk(int(chunk_id), day, blob) for chunk_id, day, blob in conn.execute(
+        f"SELECT chunk_id, local_day, data FROM column_chunks WHERE {where}", tuple(params))]
+    return sorted(found, key=lambda chunk: chunk.chunk_id)
 
 
 def merge_day(conn: sqlite3.Connection, site_id: str, day: str, *,
@@ -647,9 +647,10 @@ def load_chunks(conn: sqlite3.Connection, token: str, site_id: str, from_day: st
         listed = conn.execute(
             "SELECT chunk_id, local_day, CASE WHEN chunk_id IN (SELECT value FROM json_each(?)) "
             "THEN NULL ELSE data END, (SELECT token || ':' || generation FROM column_state) "
-            "FROM column_chunks WHERE site_id = ? AND local_day >= ? AND local_day <= ? "
-            "ORDER BY chunk_id",
+            "FROM column_chunks WHERE site_id = ? AND local_day >= ? AND local_day <= ?",
             (orjson.dumps(cached).decode(), site_id, from_day, to_day)).fetchall()
+        # Sorted here: an ORDER BY would copy every blob read into SQLite's sorter.
+        listed.sort(key=lambda row: row[0])
         if listed and listed[0][3] != token:
             raise StaleToken(str(listed[0][3]))
         found: list[Chunk] = []
