@@ -50,8 +50,8 @@ MAX_KEY_CHARS = 64
 
 # Rows per chunk: merges stop at this size, and back-fills cut days into chunks of it.
 CHUNK_ROWS = 65_536
-# A day's chunks below ``CHUNK_ROWS`` rows are merged once there are this many of them, so
-# each event is rewritten a few times at most.
+# A day's chunks below ``CHUNK_ROWS`` rows are merged once this many of them have sizes of
+# the same tier (``merge_day``), so each event is rewritten a few times at most.
 MERGE_FANIN = 16
 CACHE_ENV = "TRACKPIXEL_COLUMN_CACHE_MB"
 DEFAULT_CACHE_MB = 512
@@ -348,7 +348,7 @@ def append_events(conn: sqlite3.Connection, site_id: str, events: Sequence[Event
                   visitors: dict[str, int], sessions: dict[str, int],
                   recipients: dict[str, int]) -> None:
     """Append one site's newly stored events as chunks, one per local day, and merge a day's
-    small chunks once there are ``MERGE_FANIN`` of them.
+    small chunks once ``MERGE_FANIN`` of them are of one size tier (``merge_day``).
 
     Call inside the transaction that stored the events.
     """
@@ -479,19 +479,39 @@ def _read_chunks(conn: sqlite3.Connection, where: str, params: Sequence[Any]) ->
     return sorted(found, key=lambda chunk: chunk.chunk_id)
 
 
+def _tier(rows: int, fanin: int) -> int:
+    """Return the size tier of a chunk: chunks of one tier differ in size by less than a
+    factor of ``fanin``."""
+    tier = 0
+    while rows >= fanin:
+        rows //= fanin
+        tier += 1
+    return tier
+
+
 def merge_day(conn: sqlite3.Connection, site_id: str, day: str, *,
               fanin: int = MERGE_FANIN) -> None:
-    """Merge a day's chunks below ``CHUNK_ROWS`` rows once there are ``fanin`` of them."""
-    small = conn.execute("SELECT COUNT(*) FROM column_chunks WHERE site_id = ? AND "
-                         "local_day = ? AND rows < ?", (site_id, day, CHUNK_ROWS)).fetchone()[0]
-    if small < fanin:
-        return
-    chunks = _read_chunks(conn, "site_id = ? AND local_day = ? AND rows < ?",
-                          (site_id, day, CHUNK_ROWS))
-    rows, ints, floats, props = _concat(chunks)
-    conn.executemany("DELETE FROM column_chunks WHERE chunk_id = ?",
-                     [(chunk.chunk_id,) for chunk in chunks])
-    _insert_chunks(conn, site_id, day, rows, ints, floats, props)
+    """Merge a day's chunks below ``CHUNK_ROWS`` rows once ``fanin`` of them have sizes of
+    the same tier.
+
+    Merging chunks of similar size only, as size-tiered LSM trees do, rewrites each event
+    about once per tier on its way to a full chunk, where merging every small chunk would
+    rewrite the growing merged chunk again and again.
+    """
+    tiers: dict[int, list[int]] = defaultdict(list)
+    for chunk_id, rows in conn.execute(
+            "SELECT chunk_id, rows FROM column_chunks WHERE site_id = ? AND local_day = ? "
+            "AND rows < ?", (site_id, day, CHUNK_ROWS)):
+        tiers[_tier(int(rows), fanin)].append(int(chunk_id))
+    for chunk_ids in tiers.values():
+        if len(chunk_ids) < fanin:
+            continue
+        marks = ", ".join("?" for _ in chunk_ids)
+        chunks = _read_chunks(conn, f"chunk_id IN ({marks})", chunk_ids)
+        rows, ints, floats, props = _concat(chunks)
+        conn.executemany("DELETE FROM column_chunks WHERE chunk_id = ?",
+                         [(chunk.chunk_id,) for chunk in chunks])
+        _insert_chunks(conn, site_id, day, rows, ints, floats, props)
 
 
 # ---------------------------------------------------------------------------------------
