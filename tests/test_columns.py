@@ -1,10 +1,10 @@
 """Filtered reports read from the column copy equal the same reports over the raw events.
 
-The events of ``test_rollups.generate`` (two sites, one across the 2025-03-30 change to
-summer time in Berlin, sessions across local midnight, bots, email opens human and machine,
-ad events) are stored in shuffled batches, and every dashboard runner is compared with the
-raw SQL path under many filters, over several ranges, and after erasure, retention and a
-rebuild.
+The events of ``test_rollups.generate`` are stored in shuffled batches. They cover two
+sites, one across the 2025-03-30 change to summer time in Berlin, with sessions across local
+midnight, bots, human and machine email opens, and ad events. Every dashboard runner is
+compared with the raw SQL path under many filters, over several ranges, and after erasure,
+retention and a rebuild.
 """
 
 from __future__ import annotations
@@ -152,7 +152,9 @@ def test_filtered_reports_equal_raw(store: SqliteStore) -> None:  # noqa: F811
     assert _chunk_rows(store) == _event_count(store)
     # The comparisons are not vacuous: filters select events and reports have rows.
     counted = reports(store, "s_berlin", *RANGES[0], {"channel": "direct"})
-    assert counted["top pages"] and counted["entry pages"] and counted["event properties"]
+    assert counted["top pages"]
+    assert counted["entry pages"]
+    assert counted["event properties"]
     funnel = counted["funnel page:/pricing > event:Signup > event:Purchase"]
     assert funnel[0][2] > funnel[1][2] > 0
     assert reports(store, "s_berlin", *RANGES[0], {"prop:seats": "1"})["custom events"]
