@@ -6,10 +6,18 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 from server import Server, SiteInfo, query, wait_drained
+from test_rollups import RawStore
+
+from trackpixel.reports import run
+from trackpixel.reports.queries import ReportQuery
+from trackpixel.sites import get_site
+from trackpixel.storage import rollups
+from trackpixel.storage.sqlite import connect
 
 PAGE = quote("http://localhost/load", safe="")
 UA = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -70,6 +78,43 @@ def test_kill9_loses_no_acknowledged_event(data_dir: Path, site: SiteInfo) -> No
     assert missing == []
     assert doubled == []
     assert query(data_dir, "SELECT COUNT(*) FROM rejected_hits") == [(0,)]
+    _assert_column_copy_exact(data_dir, site)
+
+
+def _assert_column_copy_exact(data_dir: Path, site: SiteInfo) -> None:
+    """Check that the column copy contains each stored event once and that filtered reports
+    from it equal the raw SQL."""
+    assert query(data_dir, "SELECT SUM(rows) FROM column_chunks") == \
+        query(data_dir, "SELECT COUNT(*) FROM events")
+    store = ReadStore(data_dir / "trackpixel.db")
+    try:
+        assert rollups.in_sync(store.conn)
+        assert rollups.part_ready(store.conn, "columns")
+        site_row = get_site(store.conn, site.id)
+        days = store.conn.execute("SELECT MIN(local_day), MAX(local_day) FROM events").fetchone()
+        for filters in ({"name": "Load"}, {"source": "beacon"}, {"path": "/load"}):
+            report_query = ReportQuery(site.id, *days, filters=filters)
+            for runner in (run.top_pages, run.custom_events, run.dashboard_overview,
+                           run.entry_pages):
+                from_copy = runner(store, site_row, report_query).rows
+                assert from_copy == runner(RawStore(store), site_row, report_query).rows
+        counted = run.custom_events(store, site_row, ReportQuery(site.id, *days,
+                                                                 filters={"name": "Load"}))
+        assert counted.rows[0][1] > 500
+    finally:
+        store.conn.close()
+
+
+class ReadStore:
+    """A read-only store, as the dashboard opens one."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.conn = connect(path, readonly=True)
+
+    def query(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        return self.conn.execute(sql, params).fetchall()
 
 
 def test_graceful_stop_drains_spools(data_dir: Path, site: SiteInfo) -> None:

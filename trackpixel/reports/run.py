@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from trackpixel.reports import from_rollups, queries
+from trackpixel.reports import from_columns, from_rollups, queries
 from trackpixel.reports.queries import ReportQuery, Sql
 from trackpixel.sites import Site
 from trackpixel.storage import rollups
@@ -46,7 +46,8 @@ def _rollups(store: EventStore, query: ReportQuery) -> sqlite3.Connection | None
     """Return the connection to read the rollups through, or None to run the raw SQL.
 
     Rollups exist only in SQLite and hold no per-filter figures, so a filtered query, a
-    ClickHouse store or a database whose rollups miss events reads the raw events.
+    ClickHouse store or a database whose rollups miss events reads the column copy
+    (``_columns``) or the raw events.
     """
     conn = getattr(store, "conn", None)
     if query.filters or _dialect(store) != "sqlite" or not isinstance(conn, sqlite3.Connection):
@@ -54,12 +55,35 @@ def _rollups(store: EventStore, query: ReportQuery) -> sqlite3.Connection | None
     return conn if rollups.in_sync(conn) else None
 
 
+def _columns(store: EventStore, query: ReportQuery) -> from_columns.Selection | None:
+    """Return the query's events in the column copy, or None to run the raw SQL.
+
+    The copy exists only in SQLite. It is read only while it covers every stored event, so
+    the rollups' watermark must be current, because the copy is kept with them. The
+    migration adding it must also have found no events, or a rebuild must have filled it.
+    """
+    conn = getattr(store, "conn", None)
+    if _dialect(store) != "sqlite" or not isinstance(conn, sqlite3.Connection):
+        return None
+    if not rollups.in_sync(conn) or not rollups.part_ready(conn, "columns"):
+        return None
+    return from_columns.select(conn, query)
+
+
+ColumnRows = Callable[[from_columns.Selection], list[tuple[Any, ...]]]
+
+
 def _rows(store: EventStore, query: ReportQuery, sql: Callable[[], Sql],
-          fast: Callable[[sqlite3.Connection], list[tuple[Any, ...]]] | None) -> list[list[Any]]:
-    """Return a report's rows from the rollups when ``fast`` is given and they apply."""
+          fast: Callable[[sqlite3.Connection], list[tuple[Any, ...]]] | None,
+          columns: ColumnRows | None = None) -> list[list[Any]]:
+    """Return a report's rows from the rollups when ``fast`` is given and they apply, else
+    from the column copy when ``columns`` is given and it applies, else from the raw SQL."""
     conn = _rollups(store, query) if fast is not None else None
     if conn is not None and fast is not None:
         return [list(row) for row in fast(conn)]
+    selection = _columns(store, query) if columns is not None else None
+    if selection is not None and columns is not None:
+        return [list(row) for row in columns(selection)]
     return [list(row) for row in _run(store, sql())]
 
 
@@ -216,9 +240,13 @@ def previous_period(query: ReportQuery) -> ReportQuery:
 def _overview_values(store: EventStore, query: ReportQuery, goal: str | None) -> list[Any]:
     dialect = _dialect(store)
     conn = _rollups(store, query)
+    selection = _columns(store, query) if conn is None else None
     if conn is not None:
         totals = from_rollups.totals(conn, query, goal)
         stats = from_rollups.session_stats(conn, query)
+    elif selection is not None:
+        totals = from_columns.totals(selection, goal)
+        stats = from_columns.session_stats(selection)
     else:
         totals = _run(store, queries.totals(query, dialect=dialect, goal=goal))[0]
         stats = _run(store, queries.session_stats(query, dialect=dialect))[0]
@@ -275,7 +303,8 @@ def timeseries(store: EventStore, site: Site, query: ReportQuery, *, interval: s
         lambda: queries.series(query, interval, dialect=_dialect(store), mondays=mondays,
                                goal=goal),
         None if interval == "hour" and goal else
-        lambda conn: from_rollups.series(conn, query, interval, mondays, goal))}
+        lambda conn: from_rollups.series(conn, query, interval, mondays, goal),
+        lambda selection: from_columns.series(selection, interval, mondays, goal))}
     if interval == "week":
         keys = [(monday, 0) for monday in mondays or []]
     else:
@@ -293,13 +322,15 @@ def timeseries(store: EventStore, site: Site, query: ReportQuery, *, interval: s
 
 def top_pages(store: EventStore, site: Site, query: ReportQuery) -> Table:
     rows = _rows(store, query, lambda: queries.top_pages(query, dialect=_dialect(store)),
-                 lambda conn: from_rollups.top_pages(conn, query))
+                 lambda conn: from_rollups.top_pages(conn, query),
+                 lambda selection: from_columns.top_pages(selection, query.limit))
     return Table("Top pages", ["path", "page_views", "visitors", "entries"], rows)
 
 
 def entry_pages(store: EventStore, site: Site, query: ReportQuery) -> Table:
     rows = _rows(store, query, lambda: queries.entry_pages(query, dialect=_dialect(store)),
-                 lambda conn: from_rollups.entry_pages(conn, query))
+                 lambda conn: from_rollups.entry_pages(conn, query),
+                 lambda selection: from_columns.entry_pages(selection, query.limit))
     table = Table("Entry pages", ["path", "entries", "visitors", "bounces"], rows)
     table.columns.append("bounce_rate_pct")
     for row in table.rows:
@@ -309,7 +340,8 @@ def entry_pages(store: EventStore, site: Site, query: ReportQuery) -> Table:
 
 def exit_pages(store: EventStore, site: Site, query: ReportQuery) -> Table:
     rows = _rows(store, query, lambda: queries.exit_pages(query, dialect=_dialect(store)),
-                 lambda conn: from_rollups.exit_pages(conn, query))
+                 lambda conn: from_rollups.exit_pages(conn, query),
+                 lambda selection: from_columns.exit_pages(selection, query.limit))
     return Table("Exit pages", ["path", "exits", "visitors"], rows)
 
 
@@ -323,7 +355,9 @@ def _acquisition(store: EventStore, query: ReportQuery, columns: tuple[str, ...]
                  lambda: queries.acquisition(query, columns, dialect=_dialect(store), goal=goal,
                                              require=require),
                  None if goal else
-                 lambda conn: from_rollups.acquisition(conn, query, columns, require))
+                 lambda conn: from_rollups.acquisition(conn, query, columns, require),
+                 lambda selection: from_columns.acquisition(selection, columns, query.limit,
+                                                            goal, require))
 
 
 def channels(store: EventStore, site: Site, query: ReportQuery, *,
@@ -354,13 +388,15 @@ def utm_campaigns(store: EventStore, site: Site, query: ReportQuery, *,
 def breakdown(store: EventStore, site: Site, query: ReportQuery, *, dimension: str) -> Table:
     column = queries.BREAKDOWN_COLUMNS.get(dimension, dimension)
     rows = _rows(store, query, lambda: queries.breakdown(query, dimension, dialect=_dialect(store)),
-                 lambda conn: from_rollups.breakdown(conn, query, column))
+                 lambda conn: from_rollups.breakdown(conn, query, column),
+                 lambda selection: from_columns.breakdown(selection, column, query.limit))
     return Table(dimension.capitalize(), [column, "visitors", "sessions", "page_views"], rows)
 
 
 def custom_events(store: EventStore, site: Site, query: ReportQuery) -> Table:
     rows = _rows(store, query, lambda: queries.custom_events(query, dialect=_dialect(store)),
-                 lambda conn: from_rollups.custom_events(conn, query))
+                 lambda conn: from_rollups.custom_events(conn, query),
+                 lambda selection: from_columns.custom_events(selection, query.limit))
     return _round_column(Table("Events", ["name", "events", "visitors", "total_value"], rows),
                          "total_value")
 
@@ -369,16 +405,22 @@ def event_properties(store: EventStore, site: Site, query: ReportQuery, *,
                      event: str | None = None) -> Table:
     """Custom-event properties: each name, property and value with its events and visitors.
 
-    Unfiltered SQLite queries read every event's counts from the rollups, and ClickHouse
-    counts every event from its property arrays. Otherwise properties are counted in Python
-    over at most ``MAX_PROPERTY_ROWS`` events, and the title notes when that bound cut the
-    count short.
+    Unfiltered SQLite queries read every event's counts from the rollups, filtered ones
+    count every matching event in the column copy, and ClickHouse counts every event from
+    its property arrays. Otherwise (a SQLite database whose column copy is not filled yet)
+    properties are counted in Python over at most ``MAX_PROPERTY_ROWS`` events, and the
+    title notes when that bound cut the count short.
     """
     columns = ["name", "property", "value", "events", "visitors"]
     conn = _rollups(store, query)
     if conn is not None and rollups.part_ready(conn, "properties"):
         return Table("Event properties", columns,
                      [list(row) for row in from_rollups.event_properties(conn, query, event)])
+    selection = _columns(store, query)
+    if selection is not None:
+        return Table("Event properties", columns,
+                     [list(row) for row in from_columns.event_properties(selection, query.limit,
+                                                                         event)])
     if _dialect(store) == "clickhouse":
         return _table(store, "Event properties",
                       queries.event_properties_clickhouse(query, event=event), columns)
@@ -406,8 +448,9 @@ def email_campaigns(store: EventStore, site: Site, query: ReportQuery) -> Table:
     if conn is not None and rollups.part_ready(conn, "email_visitors"):
         rows = [list(row) for row in from_rollups.email_campaigns(conn, query)]
     else:
-        rows = [list(row) for row in _run(store, queries.email_campaigns(
-            query, dialect=_dialect(store)))]
+        rows = _rows(store, query,
+                     lambda: queries.email_campaigns(query, dialect=_dialect(store)), None,
+                     lambda selection: from_columns.email_campaigns(selection, query.limit))
     table = Table("Email campaigns", ["campaign", "opens", "unique_human_opens",
                                       "machine_opens", "clicks", "unique_clicks"], rows)
     table.columns.append("click_to_open_pct")
@@ -428,12 +471,16 @@ def ad_campaigns(store: EventStore, site: Site, query: ReportQuery, *,
     dialect = _dialect(store)
     delivered = {tuple(row[:3]): [row[3] or 0, row[4] or 0]
                  for row in _rows(store, query, lambda: queries.ad_delivery(query, dialect=dialect),
-                                  lambda conn: from_rollups.ad_delivery(conn, query))}
+                                  lambda conn: from_rollups.ad_delivery(conn, query),
+                                  lambda selection: from_columns.ad_delivery(selection,
+                                                                             query.limit))}
     converted = {tuple(row[:3]): [row[3] or 0, round(row[4] or 0, 2)]
                  for row in _rows(store, query,
                                   lambda: queries.ad_conversions(query, dialect=dialect, goal=goal),
                                   None if goal else
-                                  lambda conn: from_rollups.ad_conversions(conn, query))}
+                                  lambda conn: from_rollups.ad_conversions(conn, query),
+                                  lambda selection: from_columns.ad_conversions(selection,
+                                                                                goal))}
     rows = []
     for key in sorted(delivered.keys() | converted.keys()):
         impressions, clicks = delivered.get(key, [0, 0])
@@ -486,6 +533,8 @@ def funnel_steps(store: EventStore, site: Site, query: ReportQuery, *,
     window_ms = window_seconds * 1000
     title = "Funnel"
     counted = _funnel_from_rollups(store, query, steps, window_ms)
+    if counted is None:
+        counted = _funnel_from_columns(store, query, steps, window_ms)
     if counted is not None:
         reached, gap_totals = counted
     else:
@@ -517,6 +566,23 @@ def _funnel_from_rollups(store: EventStore, query: ReportQuery,
         return None
     return from_rollups.funnel(conn, query, [(step.kind, step.value) for step in steps],
                                window_ms)
+
+
+def _funnel_from_columns(store: EventStore, query: ReportQuery, steps: list[FunnelStep],
+                         window_ms: int) -> tuple[list[int], list[int]] | None:
+    """Count a funnel over every matching event in the column copy, or return None when the
+    copy does not apply."""
+    selection = _columns(store, query)
+    if selection is None:
+        return None
+    distinct = list(dict.fromkeys(steps))
+    pairs = from_columns.funnel_events(
+        selection, [(step.kind, step.value, step.prop, step.prop_value) for step in distinct])
+    counted = from_rollups.count_funnel(dict(zip(distinct, pairs, strict=True)), list(steps),
+                                        window_ms)
+    if counted is None:
+        raise ValueError("funnel range too long to count: choose a shorter date range")
+    return counted
 
 
 def _funnel_from_events(store: EventStore, query: ReportQuery, steps: list[FunnelStep],
@@ -580,11 +646,13 @@ def rejected_hits(store: EventStore, site: Site, query: ReportQuery, *,
 
 def bot_traffic(store: EventStore, site: Site, query: ReportQuery) -> Table:
     rows = _rows(store, query, lambda: queries.bot_traffic(query, dialect=_dialect(store)),
-                 lambda conn: from_rollups.bot_traffic(conn, query))
+                 lambda conn: from_rollups.bot_traffic(conn, query),
+                 lambda selection: from_columns.bot_traffic(selection))
     return Table("Bot traffic by detector", ["bot_reason", "events", "visitors"], rows)
 
 
 def machine_opens(store: EventStore, site: Site, query: ReportQuery) -> Table:
     rows = _rows(store, query, lambda: queries.machine_opens(query, dialect=_dialect(store)),
-                 lambda conn: from_rollups.machine_opens(conn, query))
+                 lambda conn: from_rollups.machine_opens(conn, query),
+                 lambda selection: from_columns.machine_opens(selection))
     return Table("Machine email opens", ["campaign", "machine_opens", "recipients"], rows)

@@ -15,6 +15,9 @@ raw report SQL in ``trackpixel.reports.queries`` exactly:
   that cross a range boundary are recomputed from their per-day state at query time.
 
 Only people's events (not bots, not machine email opens) count in session reports.
+
+``apply_events`` also appends the events to the column copy (``trackpixel.storage.columns``)
+that filtered reports read.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from typing import Any, Protocol
 
 import orjson
 from pyroaring import BitMap
+
+from trackpixel.storage import columns
 
 # Separates the parts of a composite dimension value, e.g. campaign, creative, placement.
 SEP = "\x1f"
@@ -663,6 +668,7 @@ def apply_events(conn: sqlite3.Connection, events: Sequence[EventLike]) -> None:
                 sessions[event.session_id].append(event)
         _flush_days(conn, day_delta)
         _flush_steps(conn, step_delta)
+        columns.append_events(conn, site_id, site_events, visitors, session_ids, recipients)
         group_delta = _GroupDelta()
         _update_sessions(conn, site_id, sessions, visitors, group_delta)
         _flush_groups(conn, group_delta)
@@ -682,6 +688,7 @@ def clear_site(conn: sqlite3.Connection, site_id: str) -> None:
     for table in ("rollup_days", "rollup_sessions", "rollup_session_groups", "rollup_steps",
                   "rollup_ids", "rollup_id_counters"):
         conn.execute(f"DELETE FROM {table} WHERE site_id = ?", (site_id,))
+    columns.clear_site(conn, site_id)
 
 
 def in_sync(conn: sqlite3.Connection) -> bool:
@@ -732,6 +739,43 @@ def rebuild_site(conn: sqlite3.Connection, site_id: str, progress: Any = None,
     return done
 
 
+def fill_columns(conn: sqlite3.Connection, progress: Any = None,
+                 batch_rows: int = columns.CHUNK_ROWS) -> int:
+    """Rebuild every site's column copy from the raw events in one transaction, mark it
+    ready, and return the number of events copied.
+
+    Only the copy is rebuilt, so this is quicker than ``rebuild_site`` on a database whose
+    other rollups are complete. ``progress``, when given, is called with the number of
+    events done after each batch.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        done = 0
+        site_ids = [row[0] for row in conn.execute(
+            "SELECT id FROM sites UNION SELECT DISTINCT site_id FROM column_chunks")]
+        for site_id in site_ids:
+            columns.clear_site(conn, site_id)
+            days = [row[0] for row in conn.execute(
+                "SELECT DISTINCT local_day FROM events WHERE site_id = ?", (site_id,))]
+            for day in days:
+                for facts in read_facts(conn, "site_id = ? AND local_day = ?", (site_id, day),
+                                        batch_rows):
+                    visitors = _assign_ids(conn, site_id, "v", (fact.visitor_id for fact in facts))
+                    sessions = _assign_ids(conn, site_id, "s", (fact.session_id for fact in facts))
+                    recipients = _assign_ids(conn, site_id, "r", (
+                        fact.recipient for fact in facts if fact.recipient is not None))
+                    columns.append_events(conn, site_id, facts, visitors, sessions, recipients)
+                    done += len(facts)
+                    if progress is not None:
+                        progress(done)
+        conn.execute("UPDATE rollup_parts SET ready = 1 WHERE part = 'columns'")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return done
+
+
 def expiring_ids(conn: sqlite3.Connection, site_id: str,
                  first_kept_day: str) -> dict[str, set[str]]:
     """Return the visitor ('v'), session ('s') and recipient ('r') ids of a site's events and
@@ -755,9 +799,9 @@ def expire(conn: sqlite3.Connection, site_id: str, first_kept_day: str,
     """Delete the per-visitor parts of a site's rollups before ``first_kept_day``; call after
     retention has deleted the raw events of those days, in the same transaction.
 
-    Funnel step times and session states of expired days go, and so do the id mappings of
-    ``candidates`` (from ``expiring_ids``) that no stored event or session refers to any
-    more. The day counts and the session groups stay, with visitor sets of bare integers. A
+    Funnel step times, column chunks and session states of expired days go, and so do the
+    id mappings of ``candidates`` (from ``expiring_ids``) that no stored event or session
+    refers to any more. The day counts and the session groups stay, with visitor sets of bare integers. A
     visitor who returns after their mapping went gets a new integer, so a range that spans
     the expired days and later ones may count them twice.
     """
@@ -765,6 +809,7 @@ def expire(conn: sqlite3.Connection, site_id: str, first_kept_day: str,
                  (site_id, first_kept_day))
     conn.execute("DELETE FROM rollup_sessions WHERE site_id = ? AND last_day < ?",
                  (site_id, first_kept_day))
+    columns.expire(conn, site_id, first_kept_day)
     still_used = {
         "v": "SELECT 1 FROM events WHERE site_id = ? AND visitor_id = ? LIMIT 1",
         "s": "SELECT 1 FROM rollup_sessions WHERE site_id = ? AND session_id = ?",
@@ -792,6 +837,7 @@ def erase_visitors(conn: sqlite3.Connection, site_id: str, visitor_ids: Sequence
     erased = [int(row[0]) for row in conn.execute(
         f"SELECT id FROM rollup_ids WHERE site_id = ? AND kind = 'v' AND key IN ({marks})",
         (site_id, *visitor_ids))]
+    columns.erase(conn, site_id, erased, affected_days)
     delta = _GroupDelta()
     erased_sessions = []
     for visitor in erased:
