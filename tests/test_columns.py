@@ -107,7 +107,7 @@ def _runners() -> list[tuple[str, Any, dict[str, Any]]]:
     ]
 
 
-def reports(store: Any, site_id: str, from_day: str, to_day: str, filters: dict[str, str],
+def reports(store: Any, site_id: str, from_day: str, to_day: str, filters: dict[str, str],  # noqa: F811 - not the fixture
             limit: int = 50) -> dict[str, list[list[Any]]]:
     conn = store._store.conn if isinstance(store, RawStore) else store.conn
     site = get_site(conn, site_id)
@@ -121,7 +121,7 @@ class NoRawEvents:
 
     dialect = "sqlite"
 
-    def __init__(self, store: SqliteStore) -> None:
+    def __init__(self, store: SqliteStore) -> None:  # noqa: F811 - not the fixture
         self.conn = store.conn
         self._store = store
 
@@ -130,7 +130,7 @@ class NoRawEvents:
         return self._store.query(sql, params)
 
 
-def assert_same_as_raw(store: SqliteStore, site_id: str, from_day: str, to_day: str,
+def assert_same_as_raw(store: SqliteStore, site_id: str, from_day: str, to_day: str,  # noqa: F811 - not the fixture
                        filters: dict[str, str], limit: int = 50) -> None:
     fast = reports(NoRawEvents(store), site_id, from_day, to_day, filters, limit)
     raw = reports(RawStore(store), site_id, from_day, to_day, filters, limit)
@@ -138,11 +138,11 @@ def assert_same_as_raw(store: SqliteStore, site_id: str, from_day: str, to_day: 
         assert fast[name] == raw[name], f"{name} {site_id} {from_day}..{to_day} {filters}"
 
 
-def _chunk_rows(store: SqliteStore) -> int:
+def _chunk_rows(store: SqliteStore) -> int:  # noqa: F811 - not the fixture
     return store.conn.execute("SELECT COALESCE(SUM(rows), 0) FROM column_chunks").fetchone()[0]
 
 
-def _event_count(store: SqliteStore) -> int:
+def _event_count(store: SqliteStore) -> int:  # noqa: F811 - not the fixture
     return store.conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
 
 
@@ -312,7 +312,7 @@ def test_selection_reused_until_chunks_change(store: SqliteStore) -> None:  # no
     assert from_columns.select(store.conn, query) is not first
 
 
-def _dictionary_texts(store: SqliteStore) -> set[str]:
+def _dictionary_texts(store: SqliteStore) -> set[str]:  # noqa: F811 - not the fixture
     return {row[0] for row in store.conn.execute("SELECT value FROM column_values")}
 
 

@@ -121,7 +121,7 @@ class Selection:
         # selection keeps; times, sums and ids of the site's whole id range do not.
         dtype = WIDE_COLUMNS.get(name, np.int32)
         if name == "day":
-            parts = [np.full(chunk.rows if pick is None else pick.size,
+            parts: list[np.ndarray] = [np.full(chunk.rows if pick is None else pick.size,
                              self.days.index(chunk.day), dtype=dtype)
                      for chunk, pick in zip(self.chunks, self.picks, strict=True)]
         else:
@@ -139,16 +139,16 @@ class Selection:
         return found
 
     def flag(self, bit: int) -> np.ndarray:
-        return (self.column("flags") & bit) != 0
+        return np.asarray((self.column("flags") & bit) != 0)
 
     def people(self) -> np.ndarray:
-        return (self.column("flags") & (FLAG_BOT | FLAG_MACHINE_OPEN)) == 0
+        return np.asarray((self.column("flags") & (FLAG_BOT | FLAG_MACHINE_OPEN)) == 0)
 
     def is_text(self, column: str, value: str) -> np.ndarray:
         code = self.code(column, value)
         if code is None:
             return np.zeros(self.size, dtype=bool)
-        return self.column(column) == code
+        return np.asarray(self.column(column) == code)
 
     def ranks(self, column: str) -> tuple[np.ndarray, list[str]]:
         """Return each selected event's rank of ``COALESCE(column, '')`` in text order, and
@@ -259,7 +259,7 @@ def _distinct_by(groups: np.ndarray, ids: np.ndarray, count: int, *,
     if count * width <= MAX_DISTINCT_TABLE:
         seen = np.zeros(count * width, dtype=bool)
         seen[groups.astype(np.int64) * width + ids] = True
-        return np.count_nonzero(seen.reshape(count, width), axis=1)
+        return np.asarray(np.count_nonzero(seen.reshape(count, width), axis=1))
     keys = np.sort(groups.astype(np.int64) * width + ids)
     first = np.ones(keys.size, dtype=bool)
     np.not_equal(keys[1:], keys[:-1], out=first[1:])
@@ -522,7 +522,7 @@ def acquisition(selection: Selection, fields: tuple[str, ...], limit: int, goal:
 
 def ad_conversions(selection: Selection, goal: str | None) -> list[tuple[Any, ...]]:
     fields = ("campaign", "creative", "placement")
-    _, started, firsts, texts, conversions, value, _ = _first_fields(selection, fields, goal)
+    _, _started, firsts, texts, conversions, value, _ = _first_fields(selection, fields, goal)
     keep = firsts[0] != texts[0].index("")
     sizes = [len(field_texts) for field_texts in texts]
     key = _combine([first[keep] for first in firsts], sizes)

@@ -45,7 +45,8 @@ PROPERTY_KEY = "prop:key"
 PROPERTY_TEXT = "prop:text"
 
 FLAG_BOT, FLAG_MACHINE_OPEN, FLAG_START = 1, 2, 4
-# The maximum length of a property name that a ``prop:`` filter accepts (``queries.MAX_PROPERTY_KEY_CHARS``).
+# The maximum length of a property name that a ``prop:`` filter accepts
+# (``queries.MAX_PROPERTY_KEY_CHARS``).
 MAX_KEY_CHARS = 64
 
 # Rows per chunk: merges stop at this size, and back-fills cut days into chunks of it.
@@ -107,10 +108,10 @@ class Column:
             picked = self.dense[rows].astype(dtype)
             if self.base:
                 picked += self.base
-            return picked
+            return np.asarray(picked)
         if self.rows is None:
             return np.full(rows.size, self.base, dtype=dtype)
-        return self.full(dtype)[rows]
+        return np.asarray(self.full(dtype)[rows])
 
     def equals(self, value: int) -> np.ndarray | bool:
         """Return a row mask of ``value``, or a bool when every row or none matches."""
@@ -118,7 +119,7 @@ class Column:
             offset = value - self.base
             if offset < 0 or offset > np.iinfo(self.dense.dtype).max:
                 return False
-            return self.dense == offset
+            return np.asarray(self.dense == offset)
         if self.rows is None:
             return bool(self.base == value)
         if value == 0:

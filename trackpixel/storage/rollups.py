@@ -801,9 +801,9 @@ def expire(conn: sqlite3.Connection, site_id: str, first_kept_day: str,
 
     Funnel step times, column chunks and session states of expired days go, and so do the
     id mappings of ``candidates`` (from ``expiring_ids``) that no stored event or session
-    refers to any more. The day counts and the session groups stay, with visitor sets of bare integers. A
-    visitor who returns after their mapping went gets a new integer, so a range that spans
-    the expired days and later ones may count them twice.
+    refers to any more. The day counts and the session groups stay, with visitor sets of
+    bare integers. A visitor who returns after their mapping went gets a new integer, so a
+    range that spans the expired days and later ones may count them twice.
     """
     conn.execute("DELETE FROM rollup_steps WHERE site_id = ? AND local_day < ?",
                  (site_id, first_kept_day))
