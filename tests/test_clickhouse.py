@@ -336,7 +336,7 @@ def test_report_api_reads_clickhouse(clickhouse: ClickHouseServer, data_dir: Pat
                            headers=headers).json()
     finally:
         server.stop()
-    # The server's SQLite database holds no events: the figures come from ClickHouse.
+    # The server's SQLite database contains no events, so the figures come from ClickHouse.
     conn = sqlite3.connect(data_dir / "trackpixel.db")
     try:
         assert conn.execute("SELECT COUNT(*) FROM events").fetchone() == (0,)

@@ -408,7 +408,7 @@ ToOption = Annotated[str | None, typer.Option(
     "--to", help="Last day, inclusive [default: today].")]
 FormatOption = Annotated[OutputFormat, typer.Option("--format")]
 LimitOption = Annotated[int | None, typer.Option(
-    min=1, help="Most rows to show [default: 50].")]
+    min=1, help="Maximum number of rows to show [default: 50].")]
 
 
 FilterOption = Annotated[list[str] | None, typer.Option(
