@@ -211,6 +211,9 @@ def main() -> None:
     parser.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                         help="A filter of the filtered runs; repeat for several. Default: "
                         "country=DE and device_type=mobile.")
+    parser.add_argument("--warm-cache", action="store_true",
+                        help="Read the recent column chunks first, as the dashboard does when "
+                        "it starts, and print how long that took.")
     args = parser.parse_args()
     chosen_filters = dict(text.split("=", 1) for text in args.filter) or \
         {"country": "DE", "device_type": "mobile"}
@@ -238,6 +241,11 @@ def main() -> None:
     filtered = ReportQuery(SITE_ID, from_day, end_day.isoformat(), limit=50,
                            filters=chosen_filters)
 
+    if args.warm_cache:
+        started = time.perf_counter()
+        warmed = columns.warm_cache(store.conn, lambda site_id: end_day.isoformat())
+        print(f"column cache warmed: {warmed} chunks, {columns.CACHE.nbytes / 2 ** 20:.0f} MiB "
+              f"in {time.perf_counter() - started:.2f} s", file=sys.stderr)
     print(f"{stored} events, range {query.from_day} to {query.to_day}, filters "
           f"{chosen_filters}\n")
     print("| view | report | rollups, first run (s) | rollups, median (s) | raw, median (s) "

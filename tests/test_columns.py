@@ -9,7 +9,7 @@ retention and a rebuild.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -353,3 +353,23 @@ def test_retention_drops_expired_values(store: SqliteStore) -> None:  # noqa: F8
     texts = _dictionary_texts(store)
     assert "/only-31" in texts
     assert not {"/only-25", "/only-26"} & texts
+
+
+def test_warm_cache_reads_recent_chunks(store: SqliteStore) -> None:  # noqa: F811 - not the fixture
+    store_events(store, generate())
+    token = columns.database_token(store.conn)
+    assert token is not None
+    columns.CACHE.chunks.clear()
+    columns.CACHE.nbytes = 0
+    last_day = store.conn.execute("SELECT MAX(local_day) FROM column_chunks").fetchone()[0]
+
+    cached = columns.warm_cache(store.conn, lambda site_id: last_day)
+
+    first_day = (datetime.fromisoformat(last_day).date()
+                 - timedelta(days=columns.WARM_DAYS - 1)).isoformat()
+    expected = {int(row[0]) for row in store.conn.execute(
+        "SELECT chunk_id FROM column_chunks WHERE local_day >= ? AND local_day <= ?",
+        (first_day, last_day))}
+    assert expected
+    assert set(columns.CACHE.cached_ids(token)) == expected
+    assert cached == len(expected)

@@ -25,8 +25,9 @@ import os
 import sqlite3
 import threading
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -653,6 +654,35 @@ class _Cache:
 
 
 CACHE = _Cache()
+
+# Days whose chunks ``warm_cache`` reads per site: an overview of 30 days and the 30 days it
+# is compared with, plus today.
+WARM_DAYS = 61
+
+
+def warm_cache(conn: sqlite3.Connection, today: Callable[[str], str]) -> int:
+    """Read the chunks of every site's last ``WARM_DAYS`` local days into the cache, so the
+    first filtered view after a start need not read them; return the chunks cached.
+
+    ``today`` returns a site's current local day. Sites are read in order of their number of
+    chunks in that span, largest first, until the cache is full."""
+    token = database_token(conn)
+    if token is None:
+        return 0
+    limit = cache_limit_bytes()
+    spans = {}
+    for site_id in [row[0] for row in conn.execute("SELECT id FROM sites")]:
+        last = date.fromisoformat(today(site_id))
+        spans[site_id] = ((last - timedelta(days=WARM_DAYS - 1)).isoformat(), last.isoformat())
+    sizes = {site_id: conn.execute(
+        "SELECT COALESCE(SUM(rows), 0) FROM column_chunks WHERE site_id = ? "
+        "AND local_day >= ? AND local_day <= ?", (site_id, *span)).fetchone()[0]
+        for site_id, span in spans.items()}
+    for site_id in sorted(spans, key=lambda site: -sizes[site]):
+        if CACHE.nbytes >= limit or not sizes[site_id]:
+            break
+        load_chunks(conn, token, site_id, *spans[site_id])
+    return len(CACHE.cached_ids(token))
 
 
 def load_chunks(conn: sqlite3.Connection, token: str, site_id: str, from_day: str,

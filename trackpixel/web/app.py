@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sqlite3
+import threading
+import time
+from datetime import datetime
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -11,7 +16,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from trackpixel.config import DataDir
-from trackpixel.storage.backends import STORE_ENV, resolve_store_url
+from trackpixel.sites import get_site
+from trackpixel.storage import columns
+from trackpixel.storage.backends import SQLITE_URL, STORE_ENV, resolve_store_url
 from trackpixel.storage.sqlite import connect, migrate
 from trackpixel.web import api, openapi, views
 from trackpixel.web.context import WebConfig, make_templates
@@ -51,4 +58,30 @@ def create_web_app(data_dir: DataDir) -> Starlette:
     store_url = resolve_store_url(data_dir, os.environ.get(STORE_ENV))
     app.state.web = WebConfig(db_path=data_dir.db_path, templates=make_templates(),
                               store_url=store_url, trusted_proxies=settings.trusted_proxies)
+    if store_url == SQLITE_URL and os.environ.get(WARM_ENV, "1") != "0":
+        threading.Thread(target=_warm_column_cache, args=(data_dir.db_path,),
+                         name="column-cache-warm-up", daemon=True).start()
     return app
+
+
+# Set to 0 to leave the column cache empty until the first filtered view.
+WARM_ENV = "TRACKPIXEL_WARM_COLUMN_CACHE"
+log = logging.getLogger("trackpixel.web")
+
+
+def _warm_column_cache(db_path: Path) -> None:
+    """Read the recent column chunks into this process's cache; a failure only logs."""
+    started = time.monotonic()
+    conn = connect(db_path, readonly=True)
+    try:
+        cached = columns.warm_cache(conn, lambda site_id: _site_today(conn, site_id))
+    except Exception:
+        log.exception("warming the column cache from %s failed", db_path)
+        return
+    finally:
+        conn.close()
+    log.info("column cache warmed: %d chunks in %.1f s", cached, time.monotonic() - started)
+
+
+def _site_today(conn: sqlite3.Connection, site_id: str) -> str:
+    return datetime.now(get_site(conn, site_id).zone).date().isoformat()
