@@ -17,8 +17,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from trackpixel.reports import queries
+from trackpixel.reports import run as reports
 
 SERVER_BINARY_NAMES = ("clickhouse-server", "clickhouse")
 START_TIMEOUT_S = 60.0
@@ -309,3 +313,42 @@ def generated_batches(site_id: str, count: int = 3000, seed: int = 7,
                                           rejected=rejected, sessions=[]))
             events, rejected = [], []
     return batches
+
+
+def dashboard_reports(store: Any, site: Any, query: Any) -> dict[str, Any]:
+    """Every runner behind the dashboard views and the report API, by name."""
+    funnel = [reports.FunnelStep("event", step) for step in FUNNEL_STEPS]
+    goal = FUNNEL_STEPS[-1]
+    runners = {
+        "dashboard_overview": lambda: reports.dashboard_overview(store, site, query),
+        "dashboard_overview_goal": lambda: reports.dashboard_overview(store, site, query,
+                                                                      goal=goal),
+        "hourly": lambda: reports.timeseries(store, site, query, interval="hour"),
+        "daily": lambda: reports.timeseries(store, site, query, interval="day"),
+        "weekly": lambda: reports.timeseries(store, site, query, interval="week", goal=goal),
+        "top_pages": lambda: reports.top_pages(store, site, query),
+        "entry_pages": lambda: reports.entry_pages(store, site, query),
+        "exit_pages": lambda: reports.exit_pages(store, site, query),
+        "channels": lambda: reports.channels(store, site, query, goal=goal),
+        "referrers": lambda: reports.referrers(store, site, query),
+        "utm_campaigns": lambda: reports.utm_campaigns(store, site, query),
+        "custom_events": lambda: reports.custom_events(store, site, query),
+        "event_properties": lambda: reports.event_properties(store, site, query),
+        "email_campaigns": lambda: reports.email_campaigns(store, site, query),
+        "ad_campaigns": lambda: reports.ad_campaigns(store, site, query, goal=goal),
+        "funnel_steps": lambda: reports.funnel_steps(store, site, query, steps=funnel,
+                                                     window_seconds=2 * 86_400),
+        "rejected_hits": lambda: reports.rejected_hits(store, site, query),
+        "rejected_hits_unattributed": lambda: reports.rejected_hits(store, site, query,
+                                                                    unattributed=True),
+        "bot_traffic": lambda: reports.bot_traffic(store, site, query),
+        "machine_opens": lambda: reports.machine_opens(store, site, query),
+    }
+    for dimension in queries.BREAKDOWN_COLUMNS:
+        runners[f"breakdown_{dimension}"] = (
+            lambda dimension=dimension: reports.breakdown(store, site, query,
+                                                          dimension=dimension))
+    return runners
+
+
+DASHBOARD_NAMES = sorted(dashboard_reports(None, None, None))

@@ -13,16 +13,17 @@ from urllib.parse import quote
 import httpx
 import pytest
 from clickhouse_fixtures import (  # noqa: F401 - pytest fixtures
+    DASHBOARD_NAMES,
     FUNNEL_STEPS,
     SITE_ZONE,
     ClickHouseServer,
     clickhouse,
     clickhouse_binary,
+    dashboard_reports,
     generated_batches,
 )
 from server import Server, SiteInfo, cli, free_port, wait_drained
 
-from trackpixel.reports import run as reports
 from trackpixel.reports.queries import ReportQuery
 from trackpixel.sites import add_site
 from trackpixel.storage.clickhouse import ClickHouseStore
@@ -111,13 +112,12 @@ def test_copy_resumes_after_failure(clickhouse: ClickHouseServer, tmp_path: Path
     assert target.query("SELECT COUNT(*) FROM rejected_hits", {}) == source.query(
         "SELECT COUNT(*) FROM rejected_hits", {})
     query = ReportQuery(site.id, "2026-03-01", "2026-04-01")
-    for name in reports.REPORT_NAMES:
-        if name == "funnel":
-            expected = reports.funnel(source, site, query, FUNNEL_STEPS, 2)
-            actual = reports.funnel(target, site, query, FUNNEL_STEPS, 2)
-        else:
-            expected = getattr(reports, name)(source, site, query)
-            actual = getattr(reports, name)(target, site, query)
+    for name in DASHBOARD_NAMES:
+        try:
+            expected = dashboard_reports(source, site, query)[name]()
+        except ValueError:
+            continue  # an hourly series over too many days, rejected on every backend
+        actual = dashboard_reports(target, site, query)[name]()
         assert actual.rows == expected.rows, name
     target.close()
     source.close()

@@ -147,8 +147,6 @@ RANGES = [("2025-03-24", "2025-04-04"), ("2025-03-28", "2025-03-31"),
 
 def _runners() -> list[tuple[str, Any, dict[str, Any]]]:
     return [
-        ("overview", run.overview, {}),
-        ("events", run.events, {}),
         ("dashboard overview", run.dashboard_overview, {}),
         ("dashboard overview goal", run.dashboard_overview, {"goal": "Purchase"}),
         ("timeseries day", run.timeseries, {"interval": "day"}),

@@ -103,23 +103,6 @@ def totals(conn: sqlite3.Connection, query: ReportQuery,
             sums.get("", EVENTS), conversions, _money(value))
 
 
-def overview_totals(conn: sqlite3.Connection, query: ReportQuery) -> tuple[Any, ...]:
-    """The row of ``queries.overview``."""
-    sums = _sums(conn, query, "", key=lambda row: "")
-    if "" not in sums.counts:
-        return (0, 0, None, None, 0, None)
-    return (sums.unique(""), sums.sessions(""), sums.get("", PAGE_VIEWS),
-            sums.get("", CUSTOM), sums.get("", EVENTS), _money(sums.get("", TOTAL_VALUE)))
-
-
-def quality(conn: sqlite3.Connection, query: ReportQuery) -> tuple[Any, ...]:
-    """The row of ``queries.quality``: bot events and machine opens."""
-    bots = _sums(conn, query, "bot_reason", key=lambda row: "")
-    machine = _sums(conn, query, "machine_open", key=lambda row: "")
-    return (bots.get("", EVENTS) if bots.counts else None,
-            machine.get("", EVENTS) if machine.counts else None)
-
-
 def session_stats(conn: sqlite3.Connection, query: ReportQuery) -> tuple[Any, ...]:
     """The row of ``queries.session_stats``: sessions, bounces, mean duration in seconds."""
     group = rollups.session_groups(conn, query.site_id, "stats", query.from_day,
@@ -184,12 +167,6 @@ def breakdown(conn: sqlite3.Connection, query: ReportQuery,
 def custom_events(conn: sqlite3.Connection, query: ReportQuery) -> list[tuple[Any, ...]]:
     sums = _sums(conn, query, "kind_name", key=lambda row: row[VALUE].split(SEP, 1)[1],
                  keep=lambda row: row[VALUE].startswith(f"custom{SEP}"))
-    return _named_events(sums, query.limit)
-
-
-def events_by_name(conn: sqlite3.Connection, query: ReportQuery) -> list[tuple[Any, ...]]:
-    """The rows of ``queries.events``: people's events of every kind by name."""
-    sums = _sums(conn, query, "kind_name", key=lambda row: row[VALUE].split(SEP, 1)[1])
     return _named_events(sums, query.limit)
 
 

@@ -19,8 +19,6 @@ from trackpixel.sites import Site
 from trackpixel.storage import rollups
 from trackpixel.storage.records import EventStore
 
-REPORT_NAMES = ("overview", "events", "pages", "sources", "campaigns", "email", "funnel")
-
 
 @dataclass
 class Table:
@@ -87,61 +85,6 @@ def _rows(store: EventStore, query: ReportQuery, sql: Callable[[], Sql],
     return [list(row) for row in _run(store, sql())]
 
 
-def overview(store: EventStore, site: Site, query: ReportQuery) -> Table:
-    conn = _rollups(store, query)
-    if conn is not None:
-        totals = from_rollups.overview_totals(conn, query)
-        summary = from_rollups.session_stats(conn, query)
-        quality = from_rollups.quality(conn, query)
-    else:
-        totals = _run(store, queries.overview(query))[0]
-        summary = _run(store, queries.sessions_summary(query))[0]
-        quality = _run(store, queries.quality(query))[0]
-    visitors, sessions, page_views, custom_events, events, total_value = totals
-    started, bounces, mean_duration = summary
-    from_ts, to_ts = day_range_ms(site, query.from_day, query.to_day)
-    rejected = sum(row[1] for row in _run(store, queries.rejected_by_reason(site.id, from_ts,
-                                                                            to_ts)))
-    rows = [
-        ["visitors", visitors or 0],
-        ["sessions", sessions or 0],
-        ["page_views", page_views or 0],
-        ["custom_events", custom_events or 0],
-        ["events", events or 0],
-        ["total_value", round(total_value or 0, 2)],
-        ["bounce_rate_pct", percent(bounces or 0, started or 0)],
-        ["mean_session_seconds", round(mean_duration or 0, 1)],
-        ["bot_events", quality[0] or 0],
-        ["machine_opens", quality[1] or 0],
-        ["rejected_hits", rejected],
-    ]
-    return Table(f"Overview {query.from_day} to {query.to_day}", ["metric", "value"], rows)
-
-
-def events(store: EventStore, site: Site, query: ReportQuery) -> Table:
-    rows = _rows(store, query, lambda: queries.events(query),
-                 lambda conn: from_rollups.events_by_name(conn, query))
-    return _round_column(Table("Events", ["name", "events", "visitors", "total_value"], rows),
-                         "total_value")
-
-
-def pages(store: EventStore, site: Site, query: ReportQuery) -> Table:
-    return _table(store, "Pages", queries.pages(query),
-                  ["path", "page_views", "visitors", "entries"])
-
-
-def sources(store: EventStore, site: Site, query: ReportQuery) -> Table:
-    return _table(store, "Sources", queries.sources(query),
-                  ["channel", "referrer", "sessions", "visitors"])
-
-
-def campaigns(store: EventStore, site: Site, query: ReportQuery) -> Table:
-    table = _table(store, "Campaigns", queries.campaigns(query),
-                   ["campaign", "source", "medium", "channel", "sessions", "visitors",
-                    "impressions", "clicks", "human_opens", "custom_events", "total_value"])
-    return _round_column(table, "total_value")
-
-
 def _round_column(table: Table, column: str, digits: int = 2) -> Table:
     """Round a column of sums of floats, which backends add up in different orders."""
     index = table.columns.index(column)
@@ -149,47 +92,6 @@ def _round_column(table: Table, column: str, digits: int = 2) -> Table:
         if row[index] is not None:
             row[index] = round(float(row[index]), digits)
     return table
-
-
-def email(store: EventStore, site: Site, query: ReportQuery) -> Table:
-    table = _table(store, "Email campaigns", queries.email(query),
-                   ["campaign", "opens", "unique_human_opens", "machine_opens", "clicks",
-                    "unique_clicks"])
-    table.columns.append("click_to_open_pct")
-    for row in table.rows:
-        # ClickHouse 18.16 returns NULL, not 0, for a COUNT(DISTINCT ...) of only NULLs.
-        row[2] = row[2] or 0
-        row[5] = row[5] or 0
-        row.append(percent(row[5], row[2]))
-    return table
-
-
-def funnel(store: EventStore, site: Site, query: ReportQuery, steps: list[str],
-           window_days: int = 30) -> Table:
-    """Each step's visitors, conversion from the previous and first step, and mean gap."""
-    if len(steps) < 2:
-        raise ValueError("a funnel needs at least two steps")
-    sql = queries.funnel(query, steps, window_days * 86_400_000,
-                         getattr(store, "dialect", "sqlite"))
-    row = _run(store, sql)[0]
-    counts = [row[0]] + [row[2 * i - 1] for i in range(1, len(steps))]
-    gaps = [None] + [row[2 * i] for i in range(1, len(steps))]
-    rows = []
-    for index, step in enumerate(steps):
-        count = counts[index] or 0
-        previous = counts[index - 1] or 0 if index else count
-        gap = gaps[index]
-        # The first step converts all of its visitors, or none when nobody reached it.
-        conversion = percent(count, previous) if index else percent(count, count)
-        rows.append([
-            index + 1, step, count,
-            conversion,
-            percent(count, counts[0] or 0),
-            (previous - count) if index else 0,
-            round(gap / 1000, 1) if gap is not None else None,
-        ])
-    return Table("Funnel", ["step", "name", "visitors", "conversion_pct", "overall_pct",
-                            "drop_off", "mean_seconds_from_previous"], rows)
 
 
 def percent(part: float, whole: float) -> float:
