@@ -313,8 +313,9 @@ def test_pixel_cut_leaves_no_address_part(server: Server, site: SiteInfo,
 
 
 def test_pixel_at_http_server_uri_limit(server: Server, site: SiteInfo, data_dir: Path) -> None:
-    """granian 2.8.9 answers 414 itself to a request target longer than 65,534 bytes, which is
-    ``/p.gif?`` and 65,527 bytes of query string; up to that the pixel answers."""
+    """granian 2.8.9 returns 414 itself for a request target longer than 65,534 bytes, which
+    is ``/p.gif?`` and 65,527 bytes of query string. Up to that size the pixel returns its
+    image."""
     head = f"s={site.id}&u={PAGE}&p.x="
     longest = head + "a" * (65_527 - len(head))
     # httpx refuses URLs this long, so the requests are written to the socket.

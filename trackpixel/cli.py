@@ -678,6 +678,17 @@ def users_list(data_dir: DataDirOption = None,
     _print_table(reports.Table("Users", ["email", "role", "sites"], rows), output)
 
 
+def _open_user(data_dir: str | None, email: str) -> tuple[SqliteStore, Any]:
+    """Open the data directory's database and find the dashboard user ``email``."""
+    from trackpixel.web import auth
+
+    _, store = _open(data_dir)
+    try:
+        return store, auth.find_user(store.conn, email)
+    except auth.AuthError as exc:
+        raise CliError(str(exc)) from None
+
+
 @users_app.command("token")
 @handle_errors
 def users_token(
@@ -688,11 +699,7 @@ def users_token(
     """Create an API token for the report API; it is printed once and stored hashed."""
     from trackpixel.web import auth
 
-    _, store = _open(data_dir)
-    try:
-        user = auth.find_user(store.conn, email)
-    except auth.AuthError as exc:
-        raise CliError(str(exc)) from None
+    store, user = _open_user(data_dir, email)
     sys.stdout.write(auth.create_token(store.conn, user, label) + "\n")
 
 
@@ -745,11 +752,7 @@ def users_tokens(
     """List a user's API tokens: id, label, creation and last use (UTC milliseconds)."""
     from trackpixel.web import auth
 
-    _, store = _open(data_dir)
-    try:
-        user = auth.find_user(store.conn, email)
-    except auth.AuthError as exc:
-        raise CliError(str(exc)) from None
+    store, user = _open_user(data_dir, email)
     rows: list[list[Any]] = [[token.id, token.label, token.created_ts, token.last_used_ts]
                              for token in auth.list_tokens(store.conn, user)]
     _print_table(reports.Table(f"API tokens of {user.email}",
@@ -767,11 +770,7 @@ def users_revoke_token(
     """Revoke one API token, so requests with it are rejected."""
     from trackpixel.web import auth
 
-    _, store = _open(data_dir)
-    try:
-        user = auth.find_user(store.conn, email)
-    except auth.AuthError as exc:
-        raise CliError(str(exc)) from None
+    store, user = _open_user(data_dir, email)
     by_id = token.isascii() and token.isdecimal()
     key: int | str = int(token) if by_id else token
     # A token given by value is a secret, so messages name only an id.

@@ -95,7 +95,7 @@ def fit_url(value: str, limit: int) -> str:
 
 def referrer(value: Any, field: str) -> str | None:
     """Return a referrer URL of any scheme (``android-app://`` is common), shortened by
-    ``fit_url``, or None when the value is not a URL at all; a bad referrer never costs the
+    ``fit_url``, or None when the value is not a URL at all. A bad referrer never rejects the
     event."""
     if not isinstance(value, str) or "://" not in value or "\x00" in value:
         return None

@@ -117,8 +117,8 @@ class Selection:
             found = self._gathered.get(name)
             if found is not None:
                 return found
-        # Codes, hours, flags and day numbers fit 32 bits, which halves the memory a
-        # selection keeps; times, sums and ids of the site's whole id range do not.
+        # Codes, hours, flags and day numbers fit 32 bits, which halves a selection's memory.
+        # Times, sums and ids of the site's whole id range need 64 bits.
         dtype = WIDE_COLUMNS.get(name, np.int32)
         if name == "day":
             parts: list[np.ndarray] = [np.full(chunk.rows if pick is None else pick.size,

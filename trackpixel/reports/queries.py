@@ -485,17 +485,10 @@ GROUP BY first_campaign, first_creative, first_placement
     return Sql(text, params)
 
 
-def funnel_matches(query: ReportQuery, conditions: list[tuple[str, str, str | None, str | None]],
-                   max_rows: int, *, dialect: str = "sqlite") -> Sql:
-    """Events matching any funnel step, with one 0/1 column per step, by visitor and time.
-
-    Each condition is (kind, value, property, property value): kind ``event`` matches the
-    event name, kind ``page`` a page view's path; the property pair is optional.
-    """
-    if dialect == "clickhouse":
-        return funnel_matches_clickhouse(query, conditions, max_rows)
-    where, params = dashboard_where(query, dialect=dialect)
-    params["max_rows"] = max_rows
+def _funnel_step_tests(conditions: list[tuple[str, str, str | None, str | None]],
+                       dialect: str, params: dict[str, Any]) -> tuple[list[str], str]:
+    """Return each funnel step's condition in SQL and the select list of their 0/1 flag
+    columns ``m0``, ``m1`` and so on; add the steps' values to ``params``."""
     tests = []
     for index, (kind, value, prop, prop_value) in enumerate(conditions):
         params[f"step_{index}"] = value
@@ -512,6 +505,21 @@ def funnel_matches(query: ReportQuery, conditions: list[tuple[str, str, str | No
         tests.append(f"({test})")
     flags = ", ".join(f"CASE WHEN {test} THEN 1 ELSE 0 END AS m{index}"
                       for index, test in enumerate(tests))
+    return tests, flags
+
+
+def funnel_matches(query: ReportQuery, conditions: list[tuple[str, str, str | None, str | None]],
+                   max_rows: int, *, dialect: str = "sqlite") -> Sql:
+    """Events matching any funnel step, with one 0/1 column per step, by visitor and time.
+
+    Each condition is (kind, value, property, property value): kind ``event`` matches the
+    event name, kind ``page`` a page view's path; the property pair is optional.
+    """
+    if dialect == "clickhouse":
+        return funnel_matches_clickhouse(query, conditions, max_rows)
+    where, params = dashboard_where(query, dialect=dialect)
+    params["max_rows"] = max_rows
+    tests, flags = _funnel_step_tests(conditions, dialect, params)
     text = f"""
 SELECT visitor_id, ts, {flags}
 FROM events
@@ -548,7 +556,8 @@ ORDER BY hits DESC, reason, scope
 
 def rejected_samples(site_id: str, from_ts: int, to_ts: int, max_rows: int, *,
                      unattributed: bool = False) -> Sql:
-    """The latest rejected hits, newest first, with ``scope`` as in ``rejected_summary``."""
+    """Return the SQL of the latest rejected hits, newest first, with ``scope`` as in
+    ``rejected_summary``."""
     where, params = _rejected_where(site_id, from_ts, to_ts, unattributed)
     params["max_rows"] = max_rows
     text = f"""
@@ -876,23 +885,7 @@ def funnel_matches_clickhouse(query: ReportQuery,
     """
     where, params = dashboard_where(query, dialect="clickhouse")
     params["max_rows"] = max_rows
-    tests = []
-    for index, (kind, value, prop, prop_value) in enumerate(conditions):
-        params[f"step_{index}"] = value
-        if kind == "event":
-            test = f"name = :step_{index}"
-        elif kind == "page":
-            test = f"kind = 'page_view' AND path = :step_{index}"
-        else:
-            raise ValueError(f"invalid funnel step kind {kind!r}: expected event or page")
-        if prop is not None:
-            params[f"step_key_{index}"] = property_key_param("clickhouse", prop)
-            params[f"step_prop_{index}"] = prop_value or ""
-            test += (f" AND {property_value('clickhouse', f'step_key_{index}')} "
-                     f"= :step_prop_{index}")
-        tests.append(f"({test})")
-    flags = ", ".join(f"CASE WHEN {test} THEN 1 ELSE 0 END AS m{index}"
-                      for index, test in enumerate(tests))
+    tests, flags = _funnel_step_tests(conditions, "clickhouse", params)
     matching = f"{where} AND ({' OR '.join(tests)})"
     text = f"""
 SELECT visitor_id, ts, {flags}

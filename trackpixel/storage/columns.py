@@ -2,7 +2,7 @@
 
 ``rollups.apply_events`` appends each stored batch here in the transaction that stores it,
 so the copy contains each stored event exactly once, as the rollups do. Each chunk in
-``column_chunks`` holds one site's events of one local day, column by column:
+``column_chunks`` contains one site's events of one local day, column by column:
 
 * text columns as integer codes of a per-site, per-column dictionary (``column_values``,
   code 0 is NULL),
@@ -661,11 +661,11 @@ WARM_DAYS = 61
 
 
 def warm_cache(conn: sqlite3.Connection, today: Callable[[str], str]) -> int:
-    """Read the chunks of every site's last ``WARM_DAYS`` local days into the cache, so the
-    first filtered view after a start need not read them; return the chunks cached.
+    """Read the chunks of every site's last ``WARM_DAYS`` local days into the cache and return
+    the number of chunks cached. The first filtered view after a start then reads no blobs.
 
-    ``today`` returns a site's current local day. Sites are read in order of their number of
-    chunks in that span, largest first, until the cache is full."""
+    ``today`` returns a site's current local day. Sites with the most events in that span are
+    read first, until the cache is full."""
     token = database_token(conn)
     if token is None:
         return 0
