@@ -44,7 +44,11 @@ from dashboard_bench import SITE_ID, ZONE, ReadStore, generate_rows, views  # no
 from trackpixel.reports.queries import ReportQuery  # noqa: E402
 from trackpixel.sites import Site, get_site  # noqa: E402
 from trackpixel.storage.clickhouse import INSERT_COLUMNS, ClickHouseStore  # noqa: E402
-from trackpixel.storage.clickhouse_schema import MIGRATIONS, fill_session_totals  # noqa: E402
+from trackpixel.storage.clickhouse_schema import (  # noqa: E402
+    MIGRATIONS,
+    fill_written_tables,
+    table_names,
+)
 from trackpixel.storage.records import EVENT_COLUMNS  # noqa: E402
 from trackpixel.storage.rollups import property_items  # noqa: E402
 from trackpixel.storage.sqlite import connect, migrate  # noqa: E402
@@ -97,7 +101,8 @@ def load_events(store: ClickHouseStore, count: int, days: int) -> None:
         if done % 1_000_000 == 0:
             print(f"  {done} events, {time.perf_counter() - started:.0f} s", file=sys.stderr)
     # The store computes session rows after each batch it writes; these events bypass it.
-    store.execute(fill_session_totals(store.url.database))
+    for statement in fill_written_tables(store.url.database):
+        store.execute(statement)
     # Merged parts are what a server that has been running for a while reads.
     for table in store_tables(store):
         store.execute(f"OPTIMIZE TABLE {table} FINAL")
@@ -272,8 +277,7 @@ def run_chdb(args: argparse.Namespace, http_url: str) -> None:
 
     engine = ChdbStore()
     engine.run("CREATE DATABASE IF NOT EXISTS trackpixel")
-    names = {"db": "trackpixel", "events": "events", "rejected": "rejected_hits",
-             "totals": "session_totals"}
+    names = table_names("trackpixel", None)
     for migration in MIGRATIONS:
         for statement in migration.local:
             engine.run(statement.format(**names))
@@ -291,7 +295,8 @@ def run_chdb(args: argparse.Namespace, http_url: str) -> None:
         into = f"trackpixel.events ({columns})" if table == "events" else f"trackpixel.{table}"
         engine.run(f"INSERT INTO {into} FROM INFILE '{target}' FORMAT TabSeparated")
         target.unlink()
-    engine.run(fill_session_totals("trackpixel"))
+    for statement in fill_written_tables("trackpixel"):
+        engine.run(statement)
     for table in ("events", "session_events", "page_events", "session_totals"):
         engine.run(f"OPTIMIZE TABLE trackpixel.{table} FINAL")
     version = engine.query("SELECT version()", {})[0][0]

@@ -244,7 +244,8 @@ def generated_batches(site_id: str, count: int = 3000, seed: int = 7,
 
     The data has NULLs in optional columns, bots, machine opens, float values, repeated
     client event ids (later copies become duplicate rejections), rejected hits and
-    funnel steps in and out of order, spread over days in two months.
+    funnel steps in and out of order, spread over days in two months. As in the pipeline,
+    at most one event of a session starts it.
     """
     import random
     from datetime import date, datetime
@@ -259,6 +260,7 @@ def generated_batches(site_id: str, count: int = 3000, seed: int = 7,
     batches = []
     events: list[EventRow] = []
     rejected: list[RejectedRow] = []
+    started: set[str] = set()
     for index in range(count):
         day = rng.choice(GENERATED_DAYS)
         base = datetime.combine(date.fromisoformat(day), datetime.min.time(), zone)
@@ -276,6 +278,10 @@ def generated_batches(site_id: str, count: int = 3000, seed: int = 7,
         visitor = f"v{rng.randrange(150):04d}"
         path = rng.choice(["/", "/pricing", "/blog/a", "/blog/b", None])
         campaign = rng.choice([None, None, "spring", "newsletter-3", "retarget"])
+        session = f"{visitor}-s{rng.randrange(3)}"
+        start = rng.random() < 0.3 and session not in started
+        if start:
+            started.add(session)
         events.append(EventRow(
             event_uid=f"{spool}:{index}:0", site_id=site_id, ts=ts,
             local_day=local.date().isoformat(), local_hour=local.hour,
@@ -291,8 +297,7 @@ def generated_batches(site_id: str, count: int = 3000, seed: int = 7,
             campaign=campaign, creative=None, placement=None,
             recipient=rng.choice([None, "r1", "r2", "r3"]), value=value,
             currency="EUR" if value else None, props=None,
-            visitor_id=visitor, session_id=f"{visitor}-s{rng.randrange(3)}",
-            session_start=int(rng.random() < 0.3),
+            visitor_id=visitor, session_id=session, session_start=int(start),
             browser=rng.choice(["Chrome", "Firefox", None]), browser_version=None,
             os=rng.choice(["Linux", "iOS", None]), os_version=None,
             device_type=rng.choice(["desktop", "mobile", None]),

@@ -67,8 +67,7 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, Sql
         sqlite_store.write_batch(batch)
     engine = ChdbStore()
     engine.run("CREATE DATABASE IF NOT EXISTS trackpixel")
-    names = {"db": "trackpixel", "events": "events", "rejected": "rejected_hits",
-             "totals": "session_totals"}
+    names = schema.table_names("trackpixel", None)
     for migration in schema.MIGRATIONS:
         for statement in migration.local:
             engine.run(statement.format(**names))
@@ -80,7 +79,8 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, Sql
                                          "FROM rejected_hits")
     insert_json_rows(engine, "rejected_hits", REJECTED_COLUMNS, rejected.fetchall())
     # The store computes the session rows after each write; here the events arrive in bulk.
-    engine.run(schema.fill_session_totals("trackpixel"))
+    for statement in schema.fill_written_tables("trackpixel"):
+        engine.run(statement)
     yield site, sqlite_store, engine
     sqlite_store.close()
     engine.close()

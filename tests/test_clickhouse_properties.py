@@ -427,8 +427,7 @@ def test_current_engine_equal_to_sqlite(loaded) -> None:  # type: ignore[no-unty
     engine = ChdbStore()
     try:
         engine.run("CREATE DATABASE IF NOT EXISTS trackpixel")
-        names = {"db": "trackpixel", "events": "events", "rejected": "rejected_hits",
-                 "totals": "session_totals"}
+        names = schema.table_names("trackpixel", None)
         for migration in schema.MIGRATIONS:
             for statement in migration.local:
                 engine.run(statement.format(**names))

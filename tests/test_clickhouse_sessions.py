@@ -593,15 +593,15 @@ def test_current_engine_aggregates_equal_sqlite(loaded) -> None:  # type: ignore
     engine = ChdbStore()
     try:
         engine.run("CREATE DATABASE IF NOT EXISTS trackpixel")
-        names = {"db": "trackpixel", "events": "events", "rejected": "rejected_hits",
-                 "totals": "session_totals"}
+        names = schema.table_names("trackpixel", None)
         for migration in schema.MIGRATIONS:
             for statement in migration.local:
                 engine.run(statement.format(**names))
         engine.run("USE trackpixel")
         rows = sqlite_store.conn.execute(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events")
         insert_json_rows(engine, "events", EVENT_COLUMNS, rows.fetchall())
-        engine.run(schema.fill_session_totals("trackpixel"))
+        for statement in schema.fill_written_tables("trackpixel"):
+            engine.run(statement)
         for table in ("session_events", "session_totals"):
             counted = json.loads(engine.run(f"SELECT count() FROM {table}").bytes())
             assert int(counted["data"][0][0]) > 0, table

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from trackpixel.storage.clickhouse_schema import utm_item_sql
+
 
 @dataclass(frozen=True)
 class ReportQuery:
@@ -332,6 +334,9 @@ def acquisition(query: ReportQuery, columns: tuple[str, ...], *, dialect: str = 
     required = "".join(f" OR first_{column} <> ''" for column in require)
     required = f" AND ({required[4:]})" if required else ""
     firsts = ", ".join(f"first_{column}" for column in columns)
+    dimension = _ACQUISITION_DIMENSIONS.get((columns, require))
+    if dialect == "clickhouse" and not query.filters and not goal and dimension:
+        return _acquisition_clickhouse(query, columns, sessions, params, required, dimension)
     text = f"""
 SELECT {firsts},
        COUNT(*) AS sessions, COUNT(DISTINCT session_visitor) AS visitors,
@@ -604,7 +609,9 @@ ORDER BY machine_opens DESC, campaign_key
 # sets per site, local day and path (trackpixel.storage.clickhouse_schema).
 # Merging the states of the range's days per session gives the figures that grouping the
 # range's events by session gives. Distinct counts over the rows equal those over the
-# events. So these queries return the rows of the raw queries above while reading about one
+# events. The pipeline marks one event of each session as its start, and that event lies in
+# one row, so counting the rows whose state holds a start counts the sessions that started.
+# So these queries return the rows of the raw queries above while reading about one
 # row per session and day, or per path and day, instead of one per event. They apply to
 # queries without filters or goal; the builders above keep the raw SQL otherwise.
 # ``finalizeAggregation`` gives one row's own figure; rows with the same key that a merge has
@@ -619,57 +626,66 @@ def _session_where(query: ReportQuery) -> tuple[str, dict[str, Any]]:
     return ("site_id = :site_id AND local_day >= :from_day AND local_day <= :to_day", params)
 
 
-def totals_clickhouse(query: ReportQuery) -> Sql:
-    """Return the SQL of ``totals`` without filters or goal, from ``session_events`` and, for
-    the sessions, ``session_totals``.
+# ``visitor_days`` rows count each visitor once per dimension item and range: a row of a
+# range's day counts when its ``prev_day``, the visitor's previous day with that item, lies
+# before the range's first day (trackpixel.storage.clickhouse_schema). Rows and their cancel
+# rows add up through ``sign``.
+def _first_days(dimension: str, start: str = ":from_day") -> str:
+    """Return the condition for the ``visitor_days`` rows of ``dimension`` that count their
+    visitor in the range, or in the bucket of the range that begins on ``start``."""
+    return (f"site_id = :site_id AND dimension = '{dimension}' AND local_day >= :from_day "
+            f"AND local_day <= :to_day AND prev_day < {start}")
 
-    A session counts when one of its events in the range started it, so counting the
-    session rows with a start replaces a distinct count over the session keys."""
+
+def totals_clickhouse(query: ReportQuery) -> Sql:
+    """Return the SQL of ``totals`` without filters or goal, from ``session_events`` and
+    ``visitor_days``."""
     where, params = _session_where(query)
-    sessions, _ = _sessions_clickhouse(query, [
-        ("started", "any_started", "maxMerge(any_started)")], "any_started = 1")
     text = f"""
-SELECT visitors, sessions, page_views, event_total, conversions, conversion_value
-FROM (
-    SELECT
-        uniqExact(visitor_key) AS visitors,
-        countIfMerge(page_view_count) AS page_views,
-        countMerge(event_count) AS event_total,
-        countIfMerge(conversion_count) AS conversions,
-        sumIfMerge(conversion_sum) AS conversion_value
-    FROM session_events
-    WHERE {where}
-) AS event_figures
-CROSS JOIN (
-    SELECT COUNT(*) AS sessions
-    FROM {sessions} AS per_session
-    WHERE started = 1
-) AS session_figures
+SELECT
+    (SELECT sum(sign) FROM visitor_days WHERE {_first_days('all')}) AS visitors,
+    countIf({_STARTED_ROW}) AS sessions,
+    countIfMerge(page_view_count) AS page_views,
+    countMerge(event_count) AS event_total,
+    countIfMerge(conversion_count) AS conversions,
+    sumIfMerge(conversion_sum) AS conversion_value
+FROM session_events
+WHERE {where}
 """
     return Sql(text, params)
 
 
 def series_clickhouse(query: ReportQuery, unit: str, mondays: list[str] | None) -> Sql:
     """Return the SQL of ``series`` by day or week without filters or goal, from
-    ``session_events``."""
+    ``session_events`` and ``visitor_days``."""
     where, params = _session_where(query)
     if unit == "day":
-        bucket, group = "local_day AS day, 0 AS hour", "local_day"
+        bucket = "local_day"
+        # Every row of a day is a visitor of that day.
+        first_days = ("site_id = :site_id AND dimension = 'all' AND local_day >= :from_day "
+                      "AND local_day <= :to_day")
     elif unit == "week":
-        case, week_params = week_bucket(mondays or [])
+        bucket, week_params = week_bucket(mondays or [])
         params.update(week_params)
-        bucket, group = f"{case} AS day, 0 AS hour", case
+        first_days = _first_days("all", f"greatest(toDate({bucket}), toDate(:from_day))")
     else:
         raise ValueError(f"invalid interval {unit!r}: expected day or week")
     text = f"""
-SELECT {bucket},
-       uniqExact(visitor_key) AS visitors,
-       uniqExactIf(session_key, {_STARTED_ROW}) AS sessions,
-       countIfMerge(page_view_count) AS page_views,
-       countIfMerge(conversion_count) AS conversions
-FROM session_events
-WHERE {where}
-GROUP BY {group}
+SELECT day, 0 AS hour, visitors, sessions, page_views, conversions
+FROM (
+    SELECT {bucket} AS day,
+           countIf({_STARTED_ROW}) AS sessions,
+           countIfMerge(page_view_count) AS page_views,
+           countIfMerge(conversion_count) AS conversions
+    FROM session_events
+    WHERE {where}
+    GROUP BY {bucket}
+) AS figures ANY LEFT JOIN (
+    SELECT {bucket} AS day, sum(sign) AS visitors
+    FROM visitor_days
+    WHERE {first_days}
+    GROUP BY {bucket}
+) AS visitor_counts USING day
 ORDER BY day, hour
 """
     return Sql(text, params)
@@ -677,17 +693,24 @@ ORDER BY day, hour
 
 def breakdown_clickhouse(query: ReportQuery, column: str) -> Sql:
     """Return the SQL of ``breakdown`` by ``column`` without filters, from
-    ``session_events``."""
+    ``session_events`` and ``visitor_days``."""
     where, params = _session_where(query)
     params["limit"] = query.limit
     text = f"""
-SELECT {column}_value AS dimension_key,
-       uniqExact(visitor_key) AS visitors,
-       uniqExactIf(session_key, {_STARTED_ROW}) AS sessions,
-       countIfMerge(page_view_count) AS page_views
-FROM session_events
-WHERE {where}
-GROUP BY {column}_value
+SELECT dimension_key, visitors, sessions, page_views
+FROM (
+    SELECT {column}_value AS dimension_key,
+           countIf({_STARTED_ROW}) AS sessions,
+           countIfMerge(page_view_count) AS page_views
+    FROM session_events
+    WHERE {where}
+    GROUP BY {column}_value
+) AS figures ANY LEFT JOIN (
+    SELECT item AS dimension_key, sum(sign) AS visitors
+    FROM visitor_days
+    WHERE {_first_days(column)}
+    GROUP BY item
+) AS visitor_counts USING dimension_key
 ORDER BY visitors DESC, dimension_key
 LIMIT :limit
 """
@@ -695,28 +718,66 @@ LIMIT :limit
 
 
 def top_pages_clickhouse(query: ReportQuery) -> Sql:
-    """Return the SQL of ``top_pages`` without filters, from ``page_events``.
-
-    The visitor sets, the costly part, are merged only for the paths that the page-view
-    order puts within the limit, found first from the counts alone. GLOBAL IN runs that
-    subquery once, where a sharded ``page_events`` rejects a plain IN.
-    """
+    """Return the SQL of ``top_pages`` without filters, from ``page_events`` and
+    ``visitor_days``."""
     where, params = _session_where(query)
     params["limit"] = query.limit
     text = f"""
-SELECT page_path AS path_key, countMerge(view_count) AS page_views,
-       uniqExactMerge(path_visitors) AS visitors, sumMerge(entry_count) AS entries
-FROM page_events
-WHERE {where} AND page_path GLOBAL IN (
-    SELECT page_path
+SELECT path_key, page_views, visitors, entries
+FROM (
+    SELECT page_path AS path_key, countMerge(view_count) AS page_views,
+           sumMerge(entry_count) AS entries
     FROM page_events
     WHERE {where}
     GROUP BY page_path
-    ORDER BY countMerge(view_count) DESC, page_path
+    ORDER BY page_views DESC, path_key
     LIMIT :limit
-)
-GROUP BY page_path
+) AS figures ANY LEFT JOIN (
+    SELECT item AS path_key, sum(sign) AS visitors
+    FROM visitor_days
+    WHERE {_first_days('page')}
+    GROUP BY item
+) AS visitor_counts USING path_key
 ORDER BY page_views DESC, path_key
+"""
+    return Sql(text, params)
+
+
+# The acquisition groupings whose visitors ``visitor_days`` counts: (columns, require) and
+# the dimension whose items are the first event's values of those columns.
+_ACQUISITION_DIMENSIONS = {
+    (("channel",), ()): "channel",
+    (("referrer_host",), ("referrer_host",)): "referrer_host",
+    (("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content"),
+     ("utm_source", "utm_campaign")): "utm",
+}
+
+
+def _acquisition_clickhouse(query: ReportQuery, columns: tuple[str, ...], sessions: str,
+                            params: dict[str, Any], required: str, dimension: str) -> Sql:
+    """Return the SQL of ``acquisition`` without filters or goal: sessions and conversions
+    from the per-session subquery, visitors from ``visitor_days``."""
+    firsts = ", ".join(f"first_{column}" for column in columns)
+    if len(columns) == 1:
+        key = f"first_{columns[0]}"
+    else:
+        key = utm_item_sql(tuple(f"first_{column}" for column in columns))
+    text = f"""
+SELECT {firsts}, sessions, visitors, conversions, conversion_value
+FROM (
+    SELECT {firsts}, {key} AS group_key,
+           COUNT(*) AS sessions,
+           SUM(session_conversions) AS conversions, SUM(session_value) AS conversion_value
+    FROM {sessions} AS per_session
+    WHERE started = 1{required}
+    GROUP BY {firsts}
+) AS figures ANY LEFT JOIN (
+    SELECT item AS group_key, sum(sign) AS visitors
+    FROM visitor_days
+    WHERE {_first_days(dimension)}
+    GROUP BY item
+) AS visitor_counts USING group_key
+ORDER BY sessions DESC, {firsts}
 LIMIT :limit
 """
     return Sql(text, params)
@@ -815,20 +876,28 @@ WHERE started = 1
 
 
 def entry_pages_clickhouse(query: ReportQuery) -> Sql:
-    """Return the SQL of ``entry_pages`` without filters, from ``session_totals``."""
+    """Return the SQL of ``entry_pages`` without filters, from ``session_totals`` and
+    ``visitor_days``."""
     sessions, params = _sessions_clickhouse(query, [
-        _PAGE_VISITOR,
         ("page_views", "page_view_count", "countIfMerge(page_view_count)"),
         ("has_entry", "page_entry_started", "maxIfMerge(page_entry_started)"),
         ("entry_path", "page_entry_path", "maxIfMerge(page_entry_path)"),
     ], "page_entry_started = 1")
     params["limit"] = query.limit
     text = f"""
-SELECT entry_path, COUNT(*) AS entries, COUNT(DISTINCT session_visitor) AS visitors,
-       SUM(CASE WHEN page_views = 1 THEN 1 ELSE 0 END) AS bounces
-FROM {sessions} AS per_session
-WHERE has_entry = 1
-GROUP BY entry_path
+SELECT entry_path, entries, visitors, bounces
+FROM (
+    SELECT entry_path, COUNT(*) AS entries,
+           SUM(CASE WHEN page_views = 1 THEN 1 ELSE 0 END) AS bounces
+    FROM {sessions} AS per_session
+    WHERE has_entry = 1
+    GROUP BY entry_path
+) AS figures ANY LEFT JOIN (
+    SELECT item AS entry_path, sum(sign) AS visitors
+    FROM visitor_days
+    WHERE {_first_days('entry')}
+    GROUP BY item
+) AS visitor_counts USING entry_path
 ORDER BY entries DESC, entry_path
 LIMIT :limit
 """

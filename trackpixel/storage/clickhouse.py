@@ -168,10 +168,8 @@ class ClickHouseStore:
             admin.execute(schema.SCHEMA_MIGRATIONS_DDL.format(db=database))
             clients.append(admin)
 
-        events = "events_local" if self.url.cluster else "events"
-        names = {"db": database, "cluster": self.url.cluster, "events": events,
-                 "rejected": "rejected_hits_local" if self.url.cluster else "rejected_hits",
-                 "totals": "session_totals_local" if self.url.cluster else "session_totals"}
+        names = schema.table_names(database, self.url.cluster)
+        events = names["events"]
         for migration in schema.MIGRATIONS:
             pending = [client for client in clients
                        if not self._is_applied(client, migration.name)]
@@ -191,6 +189,15 @@ class ClickHouseStore:
                 started = time.monotonic()
                 bootstrap.execute(schema.fill_session_totals(database))
                 log.info("filled %s.session_totals in %.1f s", database,
+                         time.monotonic() - started)
+            if pending and migration.fill_visitor_days:
+                started = time.monotonic()
+                # Rows of an interrupted fill go first, so the fill counts no event twice.
+                for client in pending:
+                    client.execute(f"TRUNCATE TABLE {database}.{names['days']}")
+                for statement in schema.fill_visitor_days(database):
+                    bootstrap.execute(statement)
+                log.info("filled %s.visitor_days in %.1f s", database,
                          time.monotonic() - started)
             for client in pending:
                 self._record(client, migration.name)
@@ -241,6 +248,7 @@ class ClickHouseStore:
         events = batch.events
         rejected = list(batch.rejected)
         verified = batch.spool in self._verified_spools
+        stored_events: set[str] = set()
         stored_hits: set[str] = set()
         if not verified:
             stored_events = self._stored_event_uids(events)
@@ -265,6 +273,10 @@ class ClickHouseStore:
         # while the refresh after them failed.
         self._refresh_sessions(batch.events if batch.spool not in self._verified_spools
                                else new_events)
+        # The same holds for the visitor rows, which a stored event may lack; events refused
+        # as duplicates were never stored and add none.
+        self.link_visitor_days([event for event in batch.events
+                                if event.event_uid in stored_events] + new_events)
         if verified:
             self._verified_spools.add(batch.spool)
         return WriteResult(stored=len(new_events), duplicates=len(duplicates),
@@ -328,6 +340,67 @@ class ClickHouseStore:
                 f" AND site_id = %(site)s AND local_day >= %(low)s AND local_day <= %(high)s "
                 f"AND session_key IN ({keys})") + cancels, params,
             settings=_long_query(len(session_ids) + 4 * len(live)))
+
+    def link_visitor_days(self, events: list[EventRow]) -> None:
+        """Add the ``visitor_days`` rows that the people's ``events`` need and that are
+        missing, and give the rows after an added day their new ``prev_day``.
+
+        Each visitor's rows are read and compared with the rows that their days need, so a
+        replayed batch adds nothing twice and completes rows that a failed write left out.
+        Each visitor must have one writer at a time, as for sessions."""
+        wanted: dict[str, dict[str, set[tuple[str, str, date]]]] = {}
+        for event in events:
+            if event.is_bot or event.machine_open:
+                continue
+            day = date.fromisoformat(event.local_day)
+            items = wanted.setdefault(event.site_id, {}).setdefault(event.visitor_id, set())
+            items.update((dimension, item, day)
+                         for dimension, item in schema.visitor_items(event))
+        for site_id, visitors in wanted.items():
+            ids = sorted(visitors)
+            for start in range(0, len(ids), LOOKUP_CHUNK):
+                chunk = ids[start:start + LOOKUP_CHUNK]
+                by_key: dict[int, set[tuple[str, str, date]]] = {}
+                for visitor_id, key in self._visitor_keys(chunk).items():
+                    by_key.setdefault(key, set()).update(visitors[visitor_id])
+                self._link_days(site_id, by_key)
+
+    def _visitor_keys(self, visitor_ids: list[str]) -> dict[str, int]:
+        """Return the ``visitor_key`` of each visitor id, hashed by ClickHouse itself."""
+        rows = self.client.execute(
+            "SELECT visitor, cityHash64(visitor) FROM system.one "
+            "ARRAY JOIN %(ids)s AS visitor", {"ids": visitor_ids},
+            settings=_long_query(len(visitor_ids)))
+        return {str(visitor): int(key) for visitor, key in rows}
+
+    def _link_days(self, site_id: str, wanted: dict[int, set[tuple[str, str, date]]]) -> None:
+        # The sorting key starts with the visitor, so this reads the granules of these
+        # visitors in each partition.
+        rows = self.client.execute(
+            "SELECT visitor_key, dimension, item, local_day, prev_day, sum(sign) AS live "
+            "FROM visitor_days WHERE site_id = %(site)s AND visitor_key IN %(keys)s "
+            "GROUP BY visitor_key, dimension, item, local_day, prev_day HAVING live != 0",
+            {"site": site_id, "keys": tuple(wanted)}, settings=_long_query(len(wanted)))
+        stored: dict[tuple[int, str, str], list[tuple[date, date, int]]] = {}
+        for key, dimension, item, day, prev_day, live in rows:
+            stored.setdefault((int(key), str(dimension), str(item)), []).append(
+                (day, prev_day, int(live)))
+        chains: dict[tuple[int, str, str], set[date]] = {}
+        for key, items in wanted.items():
+            for dimension, item, day in items:
+                chains.setdefault((key, dimension, item), set()).add(day)
+        inserts: list[tuple[Any, ...]] = []
+        for chain, days in chains.items():
+            have = stored.get(chain, [])
+            days.update(day for day, _, _ in have)
+            for day, prev_day, sign in chain_changes(sorted(days), have):
+                key, dimension, item = chain
+                inserts.append((site_id, dimension, item, day, key, prev_day, sign))
+        if inserts:
+            # A row and its cancel row share a partition, so they go into one part.
+            self.client.execute(
+                "INSERT INTO visitor_days (site_id, dimension, item, local_day, visitor_key, "
+                "prev_day, sign) VALUES", inserts, types_check=False)
 
     def _next_version(self) -> int:
         """Return a ``session_totals`` version larger than any this process returned."""
@@ -442,21 +515,52 @@ class ClickHouseStore:
         if self.url.cluster:
             servers = self._cluster_servers(self.client)
         condition = clickhouse_placeholders(where)
+        by_day = _names_only_days(where)
         touched: dict[str, tuple[list[int], date, date]] = {}
+        visitors: dict[str, list[int]] = {}
         if table == "events":
             touched = self._sessions_with_events(condition, params)
+            if not by_day:
+                for site_id, key in self.client.execute(
+                        f"SELECT DISTINCT site_id, visitor_key FROM events WHERE {condition}",
+                        params):
+                    visitors.setdefault(str(site_id), []).append(int(key))
         for host, port in servers:
             client = self._connect(host, port, self.url.database)
             try:
                 if table == "events":
-                    self._delete_events(client, local, condition, params,
-                                        by_day=_names_only_days(where))
+                    self._delete_events(client, local, condition, params, by_day=by_day)
                 else:
                     self._mutate(client, local, f"DELETE WHERE {condition}", params)
             finally:
                 client.disconnect()
         if touched:
             self._rebuild_session_totals(servers, touched)
+        if visitors:
+            self._rebuild_visitor_days(servers, visitors)
+
+    def _rebuild_visitor_days(self, servers: list[tuple[str, int]],
+                              visitors: dict[str, list[int]]) -> None:
+        """Delete every ``visitor_days`` row of the ``visitors`` on every server, then insert
+        their rows computed from the events that remain."""
+        days = "visitor_days_local" if self.url.cluster else "visitor_days"
+        match = " AND site_id = %(site)s AND visitor_key IN (SELECT arrayJoin(%(keys)s))"
+        for host, port in servers:
+            client = self._connect(host, port, self.url.database)
+            try:
+                for site_id, keys in visitors.items():
+                    client.execute(f"ALTER TABLE {days} DELETE WHERE 1 = 1{match}",
+                                   {"site": site_id, "keys": keys},
+                                   settings=_long_query(len(keys)))
+                    self._wait_for_mutations(client, days)
+            finally:
+                client.disconnect()
+        # NOTE: when these INSERTs fail, the visitors' remaining events count in no visitor
+        # figure until a later event of theirs is written.
+        for site_id, keys in visitors.items():
+            for statement in schema.fill_visitor_days(self.url.database, match):
+                self.client.execute(statement, {"site": site_id, "keys": keys},
+                                    settings=_long_query(len(keys)))
 
     def _sessions_with_events(self, condition: str, params: dict[str, Any],
                               ) -> dict[str, tuple[list[int], date, date]]:
@@ -513,8 +617,19 @@ class ClickHouseStore:
         sessions, pages = f"session_{events}", f"page_{events}"
         if by_day:
             # Whole days go, so the day rows of the aggregates go with them.
-            for table in (events, sessions, pages):
+            visitor_days = events.replace("events", "visitor_days")
+            for table in (events, sessions, pages, visitor_days):
                 self._mutate(client, table, f"DELETE WHERE {condition}", params)
+            # The rows whose previous day went get 1970-01-01 instead: each is cancelled and
+            # copied with the new day, and the two rows share a part, as they share a
+            # partition and a block. Running this twice changes no sum. Retention deletes the
+            # days before a day, so no earlier day remains.
+            deleted_prev = _LOCAL_DAY_WORD.sub("prev_day", condition)
+            client.execute(
+                f"INSERT INTO {visitor_days} SELECT site_id, dimension, item, local_day, "
+                f"visitor_key, moved.1, moved.2 FROM {visitor_days} "
+                f"ARRAY JOIN [(prev_day, -sign), (toDate(0), sign)] AS moved "
+                f"WHERE ({deleted_prev}) AND prev_day > toDate(0)", params)
             return
         touched_sessions: dict[str, list[str]] = {}
         for site_id, session_id in client.execute(
@@ -658,6 +773,27 @@ def _update_properties(client: Any, database: str, table: str, uids: list[str],
         {"uids": uids, "keys": keys, "texts": texts},
         settings={"max_query_size": 4 * FILL_CHUNK_BYTES})
     wait_for_mutations(client, database, table, FILL_MUTATION_TIMEOUT_S)
+
+
+NO_DAY = date(1970, 1, 1)
+_LOCAL_DAY_WORD = re.compile(r"\blocal_day\b")
+
+
+def chain_changes(days: list[date], stored: list[tuple[date, date, int]],
+                  ) -> list[tuple[date, date, int]]:
+    """Return the (day, prev_day, sign) rows that turn the ``stored`` rows of one visitor,
+    dimension and item, given as (day, prev_day, live count), into one live row for each of
+    the sorted ``days``, whose ``prev_day`` is the day before it in the list."""
+    wanted = dict(zip(days, [NO_DAY, *days[:-1]], strict=True))
+    changes: list[tuple[date, date, int]] = []
+    for day, prev_day, live in stored:
+        keep = 1 if wanted.get(day) == prev_day else 0
+        if keep:
+            del wanted[day]
+        sign = 1 if keep > live else -1
+        changes.extend([(day, prev_day, sign)] * abs(keep - live))
+    changes.extend((day, prev_day, 1) for day, prev_day in wanted.items())
+    return changes
 
 
 def _long_query(values: int) -> dict[str, int]:

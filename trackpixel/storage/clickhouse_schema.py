@@ -22,7 +22,10 @@ the keys of a JSON object, and reports count properties over them with ARRAY JOI
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from trackpixel.storage.records import EventRow
 
 # ``visitor_key`` and ``session_key`` are 64-bit hashes of the ids, because exact distinct
 # counts over them are several times faster than over the strings (``dialect.translate``).
@@ -274,6 +277,131 @@ def totals_select(source: str, version: int, extra: str = "") -> str:
             f"FROM {source} WHERE 1 = 1{extra} GROUP BY site_id, session_key")
 
 
+# One ``visitor_days`` row says that a visitor had people's events (no bots, no machine
+# email opens) on a local day, counted under one ``item`` of a ``dimension``: the device type,
+# browser, OS or country of any event, the path of a page view, or a value of the event that
+# started a session (its entry path, channel, referrer host or UTM parameters). ``prev_day``
+# is the latest earlier day of the same site, dimension, item and visitor, or 1970-01-01 when
+# there is none. The visitors of an item over a range are then the rows of the range's days
+# whose ``prev_day`` lies before the range: a count of rows instead of a distinct count over
+# visitor keys, which is what takes the time in reports on millions of events. When
+# retention deletes a site's days before a day, the rows whose ``prev_day`` was deleted get
+# 1970-01-01 instead (``ClickHouseStore.delete_rows``).
+# The store adds the rows when it writes a batch (``ClickHouseStore.link_visitor_days``). An
+# event on a day before a visitor's latest one changes the next row's ``prev_day``: that row
+# gets a cancel row with ``sign`` = -1 and is written again, so reports sum ``sign``. The
+# partitions hold one dimension each, so a report reads only its dimension's rows, while the
+# sorting key starts with the visitor, so the store's lookups of a batch's visitors read a few
+# granules per partition.
+VISITOR_DAY_COLUMNS = """
+    site_id LowCardinality(String),
+    dimension String,
+    item LowCardinality(String),
+    local_day Date,
+    visitor_key UInt64,
+    prev_day Date,
+    sign Int8
+"""
+
+VISITOR_DAY_ENGINE = """ENGINE = CollapsingMergeTree(sign)
+PARTITION BY (dimension, toYYYYMM(local_day))
+ORDER BY (site_id, visitor_key, item, local_day, prev_day)
+SETTINGS index_granularity = 1024"""
+
+# The UTM parameters of a session's first event are joined into one item with this
+# character, written in SQL string literals as '\x1f'.
+UTM_SEPARATOR = "\x1f"
+_UTM_COLUMNS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
+
+
+def _text(value: str | None) -> str:
+    return value or ""
+
+
+def _utm_item(event: EventRow) -> str | None:
+    if event.session_start != 1 or not (event.utm_source or event.utm_campaign):
+        return None
+    return UTM_SEPARATOR.join(_text(getattr(event, column)) for column in _UTM_COLUMNS)
+
+
+def utm_item_sql(columns: tuple[str, ...]) -> str:
+    """Return the SQL that joins five non-null UTM columns into a ``visitor_days`` item."""
+    return "concat(" + ", '\\x1f', ".join(columns) + ")"
+
+
+@dataclass(frozen=True)
+class VisitorDimension:
+    """A dimension of ``visitor_days``: its item and the events that count for it, as SQL
+    over ``events`` and as a function of one event (None when the event does not count)."""
+
+    name: str
+    item_sql: str
+    condition_sql: str
+    item: Callable[[EventRow], str | None]
+
+
+_START = "session_start = 1"
+VISITOR_DIMENSIONS: tuple[VisitorDimension, ...] = (
+    VisitorDimension("all", "''", "1 = 1", lambda event: ""),
+    VisitorDimension("device_type", "ifNull(device_type, '')", "1 = 1",
+                     lambda event: _text(event.device_type)),
+    VisitorDimension("browser", "ifNull(browser, '')", "1 = 1",
+                     lambda event: _text(event.browser)),
+    VisitorDimension("os", "ifNull(os, '')", "1 = 1", lambda event: _text(event.os)),
+    VisitorDimension("country", "ifNull(country, '')", "1 = 1",
+                     lambda event: _text(event.country)),
+    VisitorDimension("page", "ifNull(path, '')", _PAGE_VIEW,
+                     lambda event: _text(event.path) if event.kind == "page_view" else None),
+    VisitorDimension("entry", "ifNull(path, '')", f"{_PAGE_VIEW} AND {_START}",
+                     lambda event: _text(event.path)
+                     if event.kind == "page_view" and event.session_start == 1 else None),
+    VisitorDimension("channel", "channel", _START,
+                     lambda event: event.channel if event.session_start == 1 else None),
+    VisitorDimension("referrer_host", "ifNull(referrer_host, '')",
+                     f"{_START} AND ifNull(referrer_host, '') != ''",
+                     lambda event: event.referrer_host
+                     if event.session_start == 1 and event.referrer_host else None),
+    VisitorDimension("utm", utm_item_sql(tuple(f"ifNull({column}, '')"
+                                                for column in _UTM_COLUMNS)),
+                     f"{_START} AND (ifNull(utm_source, '') != '' "
+                     f"OR ifNull(utm_campaign, '') != '')", _utm_item),
+)
+
+
+def visitor_items(event: EventRow) -> list[tuple[str, str]]:
+    """Return the (dimension, item) pairs of ``visitor_days`` that a people's event counts
+    for."""
+    pairs = []
+    for dimension in VISITOR_DIMENSIONS:
+        item = dimension.item(event)
+        if item is not None:
+            pairs.append((dimension.name, item))
+    return pairs
+
+
+def visitor_days_select(source: str, dimension: VisitorDimension, extra: str = "") -> str:
+    """Return the SELECT that computes the ``visitor_days`` rows, in column order, of one
+    dimension from every people's event of ``source``; ``extra`` is more WHERE text, starting
+    with `` AND``."""
+    return (
+        f"SELECT site_id, '{dimension.name}', item, days[position], visitor_key, "
+        f"if(position = 1, toDate(0), days[position - 1]), toInt8(1) "
+        f"FROM (SELECT site_id, {dimension.item_sql} AS item, visitor_key, "
+        f"arraySort(groupUniqArray(local_day)) AS days FROM {source} "
+        f"WHERE is_bot = 0 AND machine_open = 0 AND {dimension.condition_sql}{extra} "
+        f"GROUP BY site_id, item, visitor_key) "
+        f"ARRAY JOIN arrayEnumerate(days) AS position")
+
+
+def fill_visitor_days(database: str, extra: str = "") -> list[str]:
+    """Return the INSERTs that compute the ``visitor_days`` rows of every people's event of
+    ``database.events`` (of those matching ``extra``, WHERE text starting with `` AND``).
+    The table must hold no rows of those events' visitors."""
+    return [f"INSERT INTO {database}.visitor_days "
+            + visitor_days_select(f"{database}.events", dimension, extra)
+            for dimension in VISITOR_DIMENSIONS]
+
+
 # The property arrays of ``events``, in the order of ``rollups.property_items``.
 PROPERTY_COLUMNS = "ADD COLUMN prop_keys Array(String), ADD COLUMN prop_values Array(String)"
 
@@ -292,6 +420,9 @@ class Migration:
     # True when the store fills ``session_totals`` from ``session_events`` once, after the
     # statements of every server (``fill_session_totals``).
     fill_session_totals: bool = False
+    # True when the store truncates ``visitor_days`` and fills it from ``events`` once, after
+    # the statements of every server (``fill_visitor_days``).
+    fill_visitor_days: bool = False
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -371,7 +502,31 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
         fill_session_totals=True,
     ),
+    Migration(
+        name="0006_visitor_days",
+        # ``{days}`` is ``visitor_days`` on one server and ``visitor_days_local`` on a shard.
+        # The Distributed table shards by visitor, so the rows of a visitor, which the store
+        # reads and cancels together, are on one shard.
+        # NOTE: events that a process of an earlier version inserts after this migration get
+        # no rows here, so visitor counts leave them out until the table is filled again.
+        local=(f"CREATE TABLE IF NOT EXISTS {{db}}.{{days}} ({VISITOR_DAY_COLUMNS}) "
+               f"{VISITOR_DAY_ENGINE}",),
+        distributed=(
+            "CREATE TABLE IF NOT EXISTS {db}.visitor_days AS {db}.visitor_days_local "
+            "ENGINE = Distributed({cluster}, {db}, visitor_days_local, visitor_key)",
+        ),
+        fill_visitor_days=True,
+    ),
 )
+
+
+def table_names(database: str, cluster: str | None) -> dict[str, str]:
+    """Return the names that the migrations' statements use: the database, the cluster, and
+    the tables that a shard of a cluster holds under a ``_local`` name."""
+    suffix = "_local" if cluster else ""
+    return {"db": database, "cluster": cluster or "", "events": f"events{suffix}",
+            "rejected": f"rejected_hits{suffix}", "totals": f"session_totals{suffix}",
+            "days": f"visitor_days{suffix}"}
 
 # The version of the rows that ``fill_session_totals`` writes; rows written later get the
 # time in nanoseconds, which is larger.
@@ -389,6 +544,13 @@ def fill_session_totals(database: str) -> str:
             + totals_select(f"{database}.session_events", FILL_VERSION,
                             f" AND session_key GLOBAL NOT IN "
                             f"(SELECT session_key FROM {database}.session_totals)"))
+
+def fill_written_tables(database: str) -> list[str]:
+    """Return the statements that compute the tables the store writes after each batch,
+    ``session_totals`` and ``visitor_days``, for events inserted into ``database.events``
+    directly, as bulk loads do. ``visitor_days`` must be empty."""
+    return [fill_session_totals(database), *fill_visitor_days(database)]
+
 
 SCHEMA_MIGRATIONS_DDL = (
     "CREATE TABLE IF NOT EXISTS {db}.schema_migrations "

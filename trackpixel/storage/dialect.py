@@ -75,14 +75,16 @@ _COUNT_DISTINCT_CASE = re.compile(
 
 
 def _count_distinct(call: str) -> str:
-    """Rewrite ``COUNT(DISTINCT CASE WHEN c THEN x END)`` as ``uniqExactIf(x, c)``.
+    """Rewrite ``COUNT(DISTINCT CASE WHEN c THEN x END)`` as ``uniqExactIf(x, c)``, and any
+    other distinct count as ``ifNull(COUNT(DISTINCT x), 0)``.
 
     The ``If`` form skips the Nullable column that CASE builds, and it returns 0, not NULL,
-    when no row matches (ClickHouse 18.16 returns NULL for the CASE form).
+    when no row matches (ClickHouse 18.16 returns NULL for the CASE form). A distinct count
+    of a Nullable column whose values are all NULL is NULL on ClickHouse and 0 on SQLite.
     """
     match = _COUNT_DISTINCT_CASE.fullmatch(call)
     if match is None:
-        return call
+        return f"ifNull({call}, 0)"
     return f"uniqExactIf({match.group(2)}, {match.group(1)})"
 
 
