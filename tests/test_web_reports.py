@@ -358,3 +358,19 @@ def test_dashboard_rejects_unknown_filter(served: tuple[Server, str, str]) -> No
     assert page.status_code == 400
     assert "unknown parameter &#39;colour&#39;" in page.text
     assert browser.get("/dashboard/pages?country=DE&interval=day").status_code == 200
+
+
+def test_dashboard_funnel_form_with_max_steps(served: tuple[Server, str, str]) -> None:
+    # The funnel form submits one empty step input after the filled ones.
+    steps = [f"page:/step-{number}" for number in range(10)]
+    browser = _dashboard(served)
+    page = browser.get("/dashboard/funnel", params={"step": [*steps, ""]})
+    assert page.status_code == 200, page.text
+    assert page.text.count('<input name="step"') == 11
+    assert "page:/step-9" in page.text
+    too_many = browser.get("/dashboard/funnel", params={"step": [*steps, "event:Signup"]})
+    assert too_many.status_code == 400
+    assert "a funnel has at most 10 steps" in too_many.text
+    api = _api(served, "funnel", "&".join(f"step={step}" for step in [*steps, ""]))
+    assert api.status_code == 200, api.text
+    assert len(api.json()["rows"]) == 10

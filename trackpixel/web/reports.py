@@ -240,10 +240,12 @@ def parse_request(site: Site, params: Mapping[str, str], steps: list[str]) -> Re
     interval = _text(params, "interval") or "day"
     if interval not in INTERVALS:
         raise ParamError("interval", f"interval={interval!r} must be hour, day or week")
-    if len(steps) > MAX_FUNNEL_STEPS:
+    # The dashboard's funnel form always has one more step input than steps, left empty.
+    given_steps = [step for step in steps if step.strip()]
+    if len(given_steps) > MAX_FUNNEL_STEPS:
         raise ParamError("step", f"a funnel has at most {MAX_FUNNEL_STEPS} steps")
     try:
-        parsed_steps = tuple(FunnelStep.parse(step) for step in steps if step.strip())
+        parsed_steps = tuple(FunnelStep.parse(step) for step in given_steps)
     except ValueError as exc:
         raise ParamError("step", str(exc)) from None
     query = ReportQuery(site.id, from_day.isoformat(), to_day.isoformat(),
