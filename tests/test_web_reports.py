@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from server import Server, add_site, cli
+from server import Server, add_site, cli, free_port
 from web_fixtures import (
     PASSWORD,
     add_user,
@@ -374,3 +374,38 @@ def test_dashboard_funnel_form_with_max_steps(served: tuple[Server, str, str]) -
     api = _api(served, "funnel", "&".join(f"step={step}" for step in [*steps, ""]))
     assert api.status_code == 200, api.text
     assert len(api.json()["rows"]) == 10
+
+
+def test_openapi_lists_every_api_status(served: tuple[Server, str, str]) -> None:
+    server, _, token = served
+    document = httpx.get(f"{server.base}/api/v1/openapi.json").json()
+    operation = document["paths"]["/api/v1/reports/{report}"]["get"]
+    assert set(operation["responses"]) == {"200", "400", "401", "403", "404", "500", "503"}
+    listing = document["paths"]["/api/v1/reports"]["get"]
+    assert listing["security"] == []
+    assert httpx.get(f"{server.base}/api/v1/reports").status_code == 200
+    names = [report["name"] for report in httpx.get(f"{server.base}/api/v1/reports").json()[
+        "reports"]]
+    assert names == operation["parameters"][0]["schema"]["enum"]
+
+    # A server whose ClickHouse store cannot be reached answers 503 in the documented shape.
+    unreachable = Server(server.data_dir, extra=(
+        "--no-processor", "--store", f"clickhouse://127.0.0.1:{free_port()}/trackpixel")).start()
+    try:
+        response = httpx.get(f"{unreachable.base}/api/v1/reports/pages",
+                             headers={"Authorization": f"Bearer {token}"})
+    finally:
+        unreachable.stop()
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "store_unavailable"
+
+
+def test_api_wrong_method_json_error(served: tuple[Server, str, str]) -> None:
+    server, _, token = served
+    response = httpx.post(f"{server.base}/api/v1/reports/pages",
+                          headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 405
+    assert sorted(response.headers["allow"].split(", ")) == ["GET", "HEAD"]
+    assert response.json()["error"] == {
+        "code": "method_not_allowed",
+        "message": "method POST is not allowed on /api/v1/reports/pages: use GET, HEAD"}
