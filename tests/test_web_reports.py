@@ -388,7 +388,7 @@ def test_openapi_lists_every_api_status(served: tuple[Server, str, str]) -> None
         "reports"]]
     assert names == operation["parameters"][0]["schema"]["enum"]
 
-    # A server whose ClickHouse store cannot be reached answers 503 in the documented shape.
+    # A server whose ClickHouse store cannot be reached returns 503 in the documented shape.
     unreachable = Server(server.data_dir, extra=(
         "--no-processor", "--store", f"clickhouse://127.0.0.1:{free_port()}/trackpixel")).start()
     try:
@@ -409,3 +409,24 @@ def test_api_wrong_method_json_error(served: tuple[Server, str, str]) -> None:
     assert response.json()["error"] == {
         "code": "method_not_allowed",
         "message": "method POST is not allowed on /api/v1/reports/pages: use GET, HEAD"}
+
+
+@pytest.mark.parametrize(("param", "value"), [
+    ("from", "20250101"), ("to", "2025W011"), ("to", "2025-W01-1"), ("limit", "\uff11\uff10"),
+    ("limit", "1_0"), ("window_hours", " 5")])
+def test_api_rejects_nonstandard_values(served: tuple[Server, str, str], param: str,
+                                       value: str) -> None:
+    response = httpx.get(f"{served[0].base}/api/v1/reports/pages",
+                         params={"site": served[1], param: value},
+                         headers={"Authorization": f"Bearer {served[2]}"})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["details"] == {"param": param}
+
+
+def test_cli_rejects_compact_date(served: tuple[Server, str, str]) -> None:
+    server, site_id, _ = served
+    result = cli(server.data_dir, "report", "pages", "--site", site_id, "--from", "20250101",
+                 check=False)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "Error: --from '20250101' is not a valid date; use YYYY-MM-DD, e.g. 2026-11-30"]

@@ -12,7 +12,6 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import date
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -388,10 +387,10 @@ def _query(store: SqliteStore, site: str, from_day: str | None, to_day: str | No
 
 
 def _check_day(value: str, option: str) -> str:
-    from trackpixel.web.reports import check_report_day
+    from trackpixel.web.reports import check_report_day, parse_day
 
     try:
-        day = date.fromisoformat(value)
+        day = parse_day(value)
     except ValueError:
         raise CliError(f"{option} {value!r} is not a valid date; use YYYY-MM-DD, "
                        "e.g. 2026-11-30") from None

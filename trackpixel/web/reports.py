@@ -6,6 +6,7 @@ with the same query string describe the same data.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping
@@ -171,12 +172,26 @@ def _text(params: Mapping[str, str], name: str) -> str | None:
     return value
 
 
+_DAY_PATTERN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_INTEGER_PATTERN = re.compile(r"-?[0-9]+")
+
+
+def parse_day(value: str) -> date:
+    """Parse a YYYY-MM-DD day; raise ``ValueError`` for any other form.
+
+    ``date.fromisoformat`` alone also accepts 20250101 and ISO week dates such as 2025-W01-1.
+    """
+    if not _DAY_PATTERN.fullmatch(value):
+        raise ValueError(f"{value!r} is not a date in YYYY-MM-DD form")
+    return date.fromisoformat(value)
+
+
 def _day(params: Mapping[str, str], name: str, default: date) -> date:
     value = _text(params, name)
     if value is None:
         return default
     try:
-        return date.fromisoformat(value)
+        return parse_day(value)
     except ValueError:
         raise ParamError(name, f"{name}={value!r} is not a date in YYYY-MM-DD form") from None
 
@@ -200,10 +215,9 @@ def _int(params: Mapping[str, str], name: str, default: int, low: int, high: int
     value = _text(params, name)
     if value is None:
         return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise ParamError(name, f"{name}={value!r} is not an integer") from None
+    if not _INTEGER_PATTERN.fullmatch(value):
+        raise ParamError(name, f"{name}={value!r} is not an integer")
+    number = int(value)
     if not low <= number <= high:
         raise ParamError(name, f"{name}={number} is outside {low} to {high}")
     return number
