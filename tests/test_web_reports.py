@@ -430,3 +430,13 @@ def test_cli_rejects_compact_date(served: tuple[Server, str, str]) -> None:
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         "Error: --from '20250101' is not a valid date; use YYYY-MM-DD, e.g. 2026-11-30"]
+
+
+def test_invalid_property_name_rejected(served: tuple[Server, str, str]) -> None:
+    for name in ('a"b', "a\\b", "k" * 65):
+        response = _api(served, "pages", f"prop={name}=1")
+        assert response.status_code == 400, (name, response.text)
+        error = response.json()["error"]
+        assert error["code"] == "invalid_parameter"
+        assert error["details"] == {"param": "prop"}
+        assert "invalid property name" in error["message"]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trackpixel.reports import run
-from trackpixel.reports.queries import PROPERTY_FILTER_PREFIX, ReportQuery
+from trackpixel.reports.queries import PROPERTY_FILTER_PREFIX, ReportQuery, property_key_param
 from trackpixel.reports.run import FunnelStep, Table
 from trackpixel.sites import Site
 from trackpixel.storage.backends import SQLITE_URL
@@ -249,6 +249,11 @@ def parse_request(site: Site, params: Mapping[str, str], steps: list[str]) -> Re
         key, sep, value = prop.partition("=")
         if not sep or not key:
             raise ParamError("prop", f"prop={prop!r} must look like KEY=VALUE, e.g. plan=pro")
+        # Checked here, before any query is built, so that the error names the parameter.
+        try:
+            property_key_param("sqlite", key)
+        except ValueError as exc:
+            raise ParamError("prop", str(exc)) from None
         filters["prop"] = prop
         columns[PROPERTY_FILTER_PREFIX + key] = value
     interval = _text(params, "interval") or "day"
