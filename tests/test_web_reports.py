@@ -11,6 +11,7 @@ import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -440,3 +441,24 @@ def test_invalid_property_name_rejected(served: tuple[Server, str, str]) -> None
         assert error["code"] == "invalid_parameter"
         assert error["details"] == {"param": "prop"}
         assert "invalid property name" in error["message"]
+
+
+def test_dashboard_csv_links_pin_range(served: tuple[Server, str, str]) -> None:
+    browser = _dashboard(served)
+    page = browser.get("/dashboard/pages?country=DE")
+    assert page.status_code == 200
+    from_day = re.search(r'name="from" id="from" value="([^"]+)"', page.text)
+    to_day = re.search(r'name="to" id="to" value="([^"]+)"', page.text)
+    assert from_day is not None
+    assert to_day is not None
+    links = re.findall(r'class="csv" href="([^"]+)"', page.text)
+    assert len(links) == 3
+    for link in links:
+        query = parse_qs(urlsplit(link.replace("&amp;", "&")).query)
+        assert query["from"] == [from_day.group(1)], link
+        assert query["to"] == [to_day.group(1)], link
+        assert query["country"] == ["DE"], link
+        assert query["format"] == ["csv"], link
+        response = browser.get(link.replace("&amp;", "&"))
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/csv")

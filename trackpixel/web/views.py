@@ -191,8 +191,11 @@ def view(request: Request) -> Response:
             series = {"labels": [row[0] for row in table.rows],
                       "visitors": [row[1] for row in table.rows],
                       "page_views": [row[3] for row in table.rows]}
-        csv_url = "/api/v1/reports/" + report + _url_with(request, site=site.id,
-                                                          format="csv")[len(request.url.path):]
+        # The range is pinned, so the CSV contains the table shown even when "today" has moved
+        # on in the site's time zone before the link is followed.
+        csv_query = _url_with(request, site=site.id, format="csv",
+                              **{"from": parsed.query.from_day, "to": parsed.query.to_day})
+        csv_url = "/api/v1/reports/" + report + csv_query[len(request.url.path):]
         tables.append((report, table, csv_url))
     active_filters = [(param, value, _url_with(request, **{param: None}))
                       for param, value in parsed.filters.items()]
