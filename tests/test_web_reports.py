@@ -4,6 +4,7 @@ in plain Python from the same rows. The site is in Europe/Berlin and the range c
 
 from __future__ import annotations
 
+import html
 import random
 import re
 import subprocess
@@ -462,3 +463,39 @@ def test_dashboard_csv_links_pin_range(served: tuple[Server, str, str]) -> None:
         response = browser.get(link.replace("&amp;", "&"))
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/csv")
+
+
+def test_login_keeps_shared_view_query(served: tuple[Server, str, str]) -> None:
+    server, site_id, _ = served
+    shared = f"/dashboard/pages?site={site_id}&referrer=a%2F%2Fb&page=/x//y"
+    browser = httpx.Client(base_url=server.base)
+    redirect = browser.get(shared)
+    assert redirect.status_code == 303
+    login_page = browser.get(redirect.headers["location"])
+    token = re.search(r'name="csrf_token" value="([^"]+)"', login_page.text)
+    next_field = re.search(r'name="next" value="([^"]+)"', login_page.text)
+    assert token is not None
+    assert next_field is not None
+    response = browser.post("/dashboard/login", data={
+        "email": "admin@example.com", "password": PASSWORD, "csrf_token": token.group(1),
+        "next": html.unescape(next_field.group(1))})
+    assert response.status_code == 303
+    assert urlsplit(response.headers["location"]).path == "/dashboard/pages"
+    query = parse_qs(urlsplit(response.headers["location"]).query)
+    assert query == {"site": [site_id], "referrer": ["a//b"], "page": ["/x//y"]}
+
+
+@pytest.mark.parametrize("target", ["//evil.example/dashboard", "/dashboard//evil.example",
+                                    "/dashboard\\evil", "https://evil.example/dashboard",
+                                    "/other?x=/dashboard"])
+def test_login_rejects_foreign_next(served: tuple[Server, str, str], target: str) -> None:
+    server, _, _ = served
+    browser = httpx.Client(base_url=server.base)
+    page = browser.get("/dashboard/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert token is not None
+    response = browser.post("/dashboard/login", data={
+        "email": "admin@example.com", "password": PASSWORD, "csrf_token": token.group(1),
+        "next": target})
+    assert response.status_code == 303
+    assert response.headers["location"] == "/dashboard/overview"

@@ -56,9 +56,12 @@ def render(request: Request, template: str, status: int = 200, **values: Any) ->
 
 
 def _safe_next(value: str | None) -> str:
-    # Only dashboard paths, so the login form cannot redirect to another site.
-    if value and value.startswith("/dashboard") and "//" not in value and "\\" not in value:
-        return value
+    # Only dashboard paths, so the login form cannot redirect to another site. The query
+    # string may contain "//" (a shared view filtered by a URL, say).
+    target = value or ""
+    path = target.partition("?")[0]
+    if path.startswith("/dashboard") and "//" not in path and "\\" not in path:
+        return target
     return "/dashboard/overview"
 
 
