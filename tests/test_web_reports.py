@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import random
 import re
+import sqlite3
 import subprocess
 import sys
 from collections import Counter, defaultdict
@@ -499,3 +500,29 @@ def test_login_rejects_foreign_next(served: tuple[Server, str, str], target: str
         "next": target})
     assert response.status_code == 303
     assert response.headers["location"] == "/dashboard/overview"
+
+
+def test_rejected_report_filters_and_limit(served: tuple[Server, str, str]) -> None:
+    server, site_id, _ = served
+    now = int(datetime.now().timestamp() * 1000)
+    hits = ["invalid_field"] * 3 + ["bad_signature"] * 2 + ["too_large"]
+    conn = sqlite3.connect(server.data_dir / "trackpixel.db", timeout=30)
+    with conn:
+        conn.executemany(
+            "INSERT INTO rejected_hits (hit_uid, received_ts, source, site_id, reason, detail,"
+            " raw, user_agent) VALUES (?, ?, 'pixel', ?, ?, 'detail', ?, 'agent')",
+            [(f"limit-{number}", now - number, site_id, reason, b"raw")
+             for number, reason in enumerate(hits)])
+    conn.close()
+
+    unfiltered = _api(served, "rejected", "").json()
+    assert unfiltered["title"] == "Rejected hits"
+    assert [row[:3] for row in unfiltered["rows"]] == [
+        ["invalid_field", "site", 3], ["bad_signature", "site", 2], ["too_large", "site", 1]]
+
+    limited = _api(served, "rejected", "limit=2").json()
+    assert [row[0] for row in limited["rows"]] == ["invalid_field", "bad_signature"]
+
+    filtered = _api(served, "rejected", "country=DE").json()
+    assert filtered["title"] == "Rejected hits (filters do not apply to rejected hits)"
+    assert filtered["rows"] == unfiltered["rows"]
