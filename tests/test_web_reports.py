@@ -526,3 +526,16 @@ def test_rejected_report_filters_and_limit(served: tuple[Server, str, str]) -> N
     filtered = _api(served, "rejected", "country=DE").json()
     assert filtered["title"] == "Rejected hits (filters do not apply to rejected hits)"
     assert filtered["rows"] == unfiltered["rows"]
+
+
+def test_cached_selection_after_request_ends(served: tuple[Server, str, str]) -> None:
+    # Each request closes its database connection, while the filtered-column selection of a
+    # range is cached for later requests that look up other values.
+    range_query = "from=2024-01-01&to=2024-01-31&step=page:/"
+    for value in ("pro", "team", "enterprise"):
+        response = _api(served, "funnel", f"{range_query}&step=event:Signup%7Cplan={value}")
+        assert response.status_code == 200, (value, response.text)
+        assert [row[2] for row in response.json()["rows"]] == [0, 0]
+    for country in ("DE", "NZ"):
+        response = _api(served, "pages", f"from=2024-01-01&to=2024-01-31&country={country}")
+        assert response.status_code == 200, (country, response.text)
