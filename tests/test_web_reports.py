@@ -443,6 +443,9 @@ def test_invalid_property_name_rejected(served: tuple[Server, str, str]) -> None
         assert error["code"] == "invalid_parameter"
         assert error["details"] == {"param": "prop"}
         assert "invalid property name" in error["message"]
+        step = _api(served, "funnel", f"step=page:/&step=event:Signup%7C{name}=1")
+        assert step.status_code == 400, (name, step.text)
+        assert step.json()["error"]["details"] == {"param": "step"}
 
 
 def test_dashboard_csv_links_pin_range(served: tuple[Server, str, str]) -> None:

@@ -265,6 +265,9 @@ def parse_request(site: Site, params: Mapping[str, str], steps: list[str]) -> Re
         raise ParamError("step", f"a funnel has at most {MAX_FUNNEL_STEPS} steps")
     try:
         parsed_steps = tuple(FunnelStep.parse(step) for step in given_steps)
+        for parsed_step in parsed_steps:
+            if parsed_step.prop is not None:
+                property_key_param("sqlite", parsed_step.prop)
     except ValueError as exc:
         raise ParamError("step", str(exc)) from None
     query = ReportQuery(site.id, from_day.isoformat(), to_day.isoformat(),
