@@ -13,6 +13,7 @@ import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
@@ -542,3 +543,18 @@ def test_cached_selection_after_request_ends(served: tuple[Server, str, str]) ->
     for country in ("DE", "NZ"):
         response = _api(served, "pages", f"from=2024-01-01&to=2024-01-31&country={country}")
         assert response.status_code == 200, (country, response.text)
+
+
+def test_dashboard_without_sites(tmp_path: Path) -> None:
+    # serve creates the data directory, and users add then finds no site.
+    server = Server(tmp_path).start()
+    try:
+        subprocess.run([sys.executable, "-m", "trackpixel", "users", "add", "admin@example.com",
+                        "--role", "admin", "--password-stdin", "--data-dir", str(tmp_path)],
+                       input=PASSWORD + "\n", text=True, check=True, capture_output=True)
+        browser = _dashboard((server, "", ""))
+        page = browser.get("/dashboard/overview")
+    finally:
+        server.stop()
+    assert page.status_code == 403
+    assert "No site exists yet: add one with &#39;trackpixel sites add DOMAIN&#39;." in page.text

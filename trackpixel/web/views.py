@@ -167,6 +167,11 @@ def view(request: Request) -> Response:
             return _login_redirect(request)
         sites = visible_sites(conn, session.user)
         site = resolve_site(conn, session.user, request.query_params.get("site"))
+    if isinstance(site, Response) and not sites:
+        message = ("No site exists yet: add one with 'trackpixel sites add DOMAIN'."
+                   if session.user.is_admin else
+                   "No site is granted to this user. Ask an admin for access.")
+        return render(request, "error.html", 403, message=message)
     if isinstance(site, Response):
         return render(request, "error.html", 404,
                       message="That site does not exist or you may not see it.")
