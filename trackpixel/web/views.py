@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -242,7 +243,14 @@ async def tokens(request: Request) -> Response:
         rows = auth.list_tokens(conn, session.user)
     return render(request, "tokens.html", user=session.user, csrf_token=session.csrf_token,
                   created=created, tokens=rows, views=VIEWS, view="tokens", sites=[],
-                  site=None)
+                  site=None, utc_time=_utc_time)
+
+
+def _utc_time(ms: int | None) -> str:
+    """Format milliseconds since the epoch as a UTC minute, or "" for None."""
+    if ms is None:
+        return ""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def _revoke_token(conn: sqlite3.Connection, user: auth.User, token_id: object) -> str | None:
