@@ -7,6 +7,7 @@ import functools
 import io
 import logging
 import os
+import re
 import shutil
 import sys
 import threading
@@ -21,6 +22,7 @@ import orjson
 import typer
 from rich.console import Console
 from rich.table import Table as RichTable
+from rich.text import Text
 
 from trackpixel import logs, tokens
 from trackpixel.config import ConfigError, DataDir, resolve_data_dir
@@ -576,12 +578,27 @@ def _print_table(table: reports.Table, output: OutputFormat) -> None:
         write_csv(buffer, table.columns, table.rows)
         sys.stdout.write(buffer.getvalue())
     else:
-        rich_table = RichTable(title=table.title)
+        rich_table = RichTable(title=_plain_text(table.title))
         for column in table.columns:
             rich_table.add_column(column, overflow="fold")
         for row in table.rows:
-            rich_table.add_row(*("" if value is None else str(value) for value in row))
+            rich_table.add_row(*(_plain_text(value) for value in row))
         console.print(rich_table)
+
+
+# C0 and C1 control characters other than tab and newline, and DEL.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _plain_text(value: Any) -> Text:
+    """Return a table cell for the terminal: tracked values may contain rich markup such as
+    ``[/b]`` or terminal escape sequences, so markup stays literal and control characters
+    are shown as ``\\xNN`` escapes."""
+    if value is None:
+        return Text("")
+    escaped = _CONTROL_CHARACTERS.sub(
+        lambda match: match.group().encode("unicode_escape").decode("ascii"), str(value))
+    return Text(escaped)
 
 
 # export
