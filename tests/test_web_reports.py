@@ -558,3 +558,33 @@ def test_dashboard_without_sites(tmp_path: Path) -> None:
         server.stop()
     assert page.status_code == 403
     assert "No site exists yet: add one with &#39;trackpixel sites add DOMAIN&#39;." in page.text
+
+
+def test_limit_applies_to_quality_reports(tmp_path: Path) -> None:
+    directory, conn = open_data_dir(tmp_path)
+    site = make_site(conn, "quality.example", "Europe/Berlin")
+    noon = int(datetime(2025, 3, 30, 12, tzinfo=ZONE).timestamp() * 1000)
+    rows = []
+    for index, label in enumerate(["a", "a", "a", "b", "b", "c"]):
+        rows.append(event(site, noon + index, is_bot=1, bot_reason=f"reason-{label}",
+                          visitor_id=f"bot{index}", session_id=f"bs{index}"))
+        rows.append(event(site, noon + index, kind="email_open", source="email",
+                          name="email_open", machine_open=1, campaign=f"campaign-{label}",
+                          recipient=f"r{index}", visitor_id=f"m{index}",
+                          session_id=f"ms{index}"))
+    insert_events(conn, rows)
+    token = auth.create_token(conn, add_user(conn, "admin@example.com"))
+    conn.close()
+    # Without the processor, whose retention would delete these 2025 events.
+    server = Server(directory.root, extra=("--no-processor",)).start()
+    try:
+        bodies = {report: httpx.get(
+            f"{server.base}/api/v1/reports/{report}",
+            params={"site": site.id, "from": FROM, "to": TO, "limit": 2},
+            headers={"Authorization": f"Bearer {token}"}).json()
+            for report in ("bots", "machine_opens")}
+    finally:
+        server.stop()
+    assert [row[:2] for row in bodies["bots"]["rows"]] == [["reason-a", 3], ["reason-b", 2]]
+    assert [row[:2] for row in bodies["machine_opens"]["rows"]] == [
+        ["campaign-a", 3], ["campaign-b", 2]]

@@ -558,11 +558,13 @@ def bot_traffic(store: EventStore, site: Site, query: ReportQuery) -> Table:
     rows = _rows(store, query, lambda: queries.bot_traffic(query, dialect=_dialect(store)),
                  lambda conn: from_rollups.bot_traffic(conn, query),
                  lambda selection: from_columns.bot_traffic(selection))
-    return Table("Bot traffic by detector", ["bot_reason", "events", "visitors"], rows)
+    return Table("Bot traffic by detector", ["bot_reason", "events", "visitors"],
+                 rows[:query.limit])
 
 
 def machine_opens(store: EventStore, site: Site, query: ReportQuery) -> Table:
     rows = _rows(store, query, lambda: queries.machine_opens(query, dialect=_dialect(store)),
                  lambda conn: from_rollups.machine_opens(conn, query),
                  lambda selection: from_columns.machine_opens(selection))
-    return Table("Machine email opens", ["campaign", "machine_opens", "recipients"], rows)
+    return Table("Machine email opens", ["campaign", "machine_opens", "recipients"],
+                 rows[:query.limit])
