@@ -93,3 +93,23 @@ def test_quickstart_prints_runnable_commands(tmp_path: Path) -> None:
     test_hit = next(line for line in lines if line.startswith("Pixel test: curl -A 'Mozilla/5.0"))
     # curl's own user agent would be counted as a bot, so the test hit names a browser's.
     assert "Chrome/" in test_hit
+
+
+def test_cli_table_prints_tracked_text_literally(tmp_path: Path) -> None:
+    directory, conn = open_data_dir(tmp_path / "data")
+    site = make_site(conn, "markup.example")
+    now = int(time.time() * 1000)
+    paths = ["/a[/b]", "/[bold red]loud[/bold red]", "/bell\x07\x1b]0;title\x07\x1b[31m"]
+    insert_events(conn, [event(site, now + index, path=path, visitor_id=f"v{index}",
+                               session_id=f"s{index}", session_start=1)
+                         for index, path in enumerate(paths)])
+    day = time.strftime("%Y-%m-%d", time.gmtime(now / 1000))
+
+    result = cli(directory.root, "report", "pages", "--site", site.id, "--from", day,
+                 "--to", day, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "/a[/b]" in result.stdout
+    assert "/[bold red]loud[/bold red]" in result.stdout
+    assert "/bell\\x07\\x1b]0;title\\x07\\x1b[31m" in result.stdout
+    assert "\x1b" not in result.stdout
+    assert "\x07" not in result.stdout

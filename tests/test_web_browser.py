@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import time
 from pathlib import Path
 
@@ -151,6 +152,38 @@ def test_dashboard_in_chromium(data_dir: Path, site: SiteInfo) -> None:
             assert width <= 390
             mobile.screenshot(path=str(ARTIFACTS / "dashboard-phone.png"), full_page=True)
             phone.close()
+            context.close()
+    finally:
+        server.stop()
+
+
+def test_tokens_page_on_phone(data_dir: Path, site: SiteInfo) -> None:
+    conn = connect(data_dir / "trackpixel.db")
+    add_user(conn, "admin@example.com")
+    conn.close()
+    server = Server(data_dir).start()
+    try:
+        with chromium() as browser:
+            context = browser.new_context(viewport={"width": 390, "height": 844})
+            page = context.new_page()
+            page.goto(f"{server.base}/dashboard/login")
+            page.fill("input[name=email]", "admin@example.com")
+            page.fill("input[name=password]", PASSWORD)
+            page.click("button[type=submit]")
+            page.wait_for_url("**/dashboard/overview**")
+            page.goto(f"{server.base}/dashboard/tokens")
+            page.click("text=Create token")
+            page.wait_for_selector("#new-token")
+
+            assert page.evaluate("document.documentElement.scrollWidth") <= 390
+            revoke = page.locator("button", has_text="Revoke").first.bounding_box()
+            create = page.locator("button", has_text="Create token").bounding_box()
+            assert revoke is not None
+            assert create is not None
+            # The button label stays on one line, as on the other buttons.
+            assert revoke["height"] <= create["height"] * 1.2
+            created = page.locator("tbody td").nth(1).inner_text()
+            assert re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}", created), created
             context.close()
     finally:
         server.stop()

@@ -4,18 +4,22 @@ in plain Python from the same rows. The site is in Europe/Berlin and the range c
 
 from __future__ import annotations
 
+import html
 import random
 import re
+import sqlite3
 import subprocess
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from server import Server, add_site, cli
+from server import Server, add_site, cli, free_port
 from web_fixtures import (
     PASSWORD,
     add_user,
@@ -358,3 +362,229 @@ def test_dashboard_rejects_unknown_filter(served: tuple[Server, str, str]) -> No
     assert page.status_code == 400
     assert "unknown parameter &#39;colour&#39;" in page.text
     assert browser.get("/dashboard/pages?country=DE&interval=day").status_code == 200
+
+
+def test_dashboard_funnel_form_with_max_steps(served: tuple[Server, str, str]) -> None:
+    # The funnel form submits one empty step input after the filled ones.
+    steps = [f"page:/step-{number}" for number in range(10)]
+    browser = _dashboard(served)
+    page = browser.get("/dashboard/funnel", params={"step": [*steps, ""]})
+    assert page.status_code == 200, page.text
+    assert page.text.count('<input name="step"') == 11
+    assert "page:/step-9" in page.text
+    too_many = browser.get("/dashboard/funnel", params={"step": [*steps, "event:Signup"]})
+    assert too_many.status_code == 400
+    assert "a funnel has at most 10 steps" in too_many.text
+    api = _api(served, "funnel", "&".join(f"step={step}" for step in [*steps, ""]))
+    assert api.status_code == 200, api.text
+    assert len(api.json()["rows"]) == 10
+
+
+def test_openapi_lists_every_api_status(served: tuple[Server, str, str]) -> None:
+    server, _, token = served
+    document = httpx.get(f"{server.base}/api/v1/openapi.json").json()
+    operation = document["paths"]["/api/v1/reports/{report}"]["get"]
+    assert set(operation["responses"]) == {"200", "400", "401", "403", "404", "500", "503"}
+    listing = document["paths"]["/api/v1/reports"]["get"]
+    assert listing["security"] == []
+    assert httpx.get(f"{server.base}/api/v1/reports").status_code == 200
+    names = [report["name"] for report in httpx.get(f"{server.base}/api/v1/reports").json()[
+        "reports"]]
+    assert names == operation["parameters"][0]["schema"]["enum"]
+
+    # A server whose ClickHouse store cannot be reached returns 503 in the documented shape.
+    unreachable = Server(server.data_dir, extra=(
+        "--no-processor", "--store", f"clickhouse://127.0.0.1:{free_port()}/trackpixel")).start()
+    try:
+        response = httpx.get(f"{unreachable.base}/api/v1/reports/pages",
+                             headers={"Authorization": f"Bearer {token}"})
+    finally:
+        unreachable.stop()
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "store_unavailable"
+
+
+def test_api_wrong_method_json_error(served: tuple[Server, str, str]) -> None:
+    server, _, token = served
+    response = httpx.post(f"{server.base}/api/v1/reports/pages",
+                          headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 405
+    assert sorted(response.headers["allow"].split(", ")) == ["GET", "HEAD"]
+    assert response.json()["error"] == {
+        "code": "method_not_allowed",
+        "message": "method POST is not allowed on /api/v1/reports/pages: use GET, HEAD"}
+
+
+@pytest.mark.parametrize(("param", "value"), [
+    ("from", "20250101"), ("to", "2025W011"), ("to", "2025-W01-1"), ("limit", "\uff11\uff10"),
+    ("limit", "1_0"), ("window_hours", " 5")])
+def test_api_rejects_nonstandard_values(served: tuple[Server, str, str], param: str,
+                                       value: str) -> None:
+    response = httpx.get(f"{served[0].base}/api/v1/reports/pages",
+                         params={"site": served[1], param: value},
+                         headers={"Authorization": f"Bearer {served[2]}"})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["details"] == {"param": param}
+
+
+def test_cli_rejects_compact_date(served: tuple[Server, str, str]) -> None:
+    server, site_id, _ = served
+    result = cli(server.data_dir, "report", "pages", "--site", site_id, "--from", "20250101",
+                 check=False)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "Error: --from '20250101' is not a valid date; use YYYY-MM-DD, e.g. 2026-11-30"]
+
+
+def test_invalid_property_name_rejected(served: tuple[Server, str, str]) -> None:
+    for name in ('a"b', "a\\b", "k" * 65):
+        response = _api(served, "pages", f"prop={name}=1")
+        assert response.status_code == 400, (name, response.text)
+        error = response.json()["error"]
+        assert error["code"] == "invalid_parameter"
+        assert error["details"] == {"param": "prop"}
+        assert "invalid property name" in error["message"]
+        step = _api(served, "funnel", f"step=page:/&step=event:Signup%7C{name}=1")
+        assert step.status_code == 400, (name, step.text)
+        assert step.json()["error"]["details"] == {"param": "step"}
+
+
+def test_dashboard_csv_links_pin_range(served: tuple[Server, str, str]) -> None:
+    browser = _dashboard(served)
+    page = browser.get("/dashboard/pages?country=DE")
+    assert page.status_code == 200
+    from_day = re.search(r'name="from" id="from" value="([^"]+)"', page.text)
+    to_day = re.search(r'name="to" id="to" value="([^"]+)"', page.text)
+    assert from_day is not None
+    assert to_day is not None
+    links = re.findall(r'class="csv" href="([^"]+)"', page.text)
+    assert len(links) == 3
+    for link in links:
+        query = parse_qs(urlsplit(link.replace("&amp;", "&")).query)
+        assert query["from"] == [from_day.group(1)], link
+        assert query["to"] == [to_day.group(1)], link
+        assert query["country"] == ["DE"], link
+        assert query["format"] == ["csv"], link
+        response = browser.get(link.replace("&amp;", "&"))
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/csv")
+
+
+def test_login_keeps_shared_view_query(served: tuple[Server, str, str]) -> None:
+    server, site_id, _ = served
+    shared = f"/dashboard/pages?site={site_id}&referrer=a%2F%2Fb&page=/x//y"
+    browser = httpx.Client(base_url=server.base)
+    redirect = browser.get(shared)
+    assert redirect.status_code == 303
+    login_page = browser.get(redirect.headers["location"])
+    token = re.search(r'name="csrf_token" value="([^"]+)"', login_page.text)
+    next_field = re.search(r'name="next" value="([^"]+)"', login_page.text)
+    assert token is not None
+    assert next_field is not None
+    response = browser.post("/dashboard/login", data={
+        "email": "admin@example.com", "password": PASSWORD, "csrf_token": token.group(1),
+        "next": html.unescape(next_field.group(1))})
+    assert response.status_code == 303
+    assert urlsplit(response.headers["location"]).path == "/dashboard/pages"
+    query = parse_qs(urlsplit(response.headers["location"]).query)
+    assert query == {"site": [site_id], "referrer": ["a//b"], "page": ["/x//y"]}
+
+
+@pytest.mark.parametrize("target", ["//evil.example/dashboard", "/dashboard//evil.example",
+                                    "/dashboard\\evil", "https://evil.example/dashboard",
+                                    "/other?x=/dashboard"])
+def test_login_rejects_foreign_next(served: tuple[Server, str, str], target: str) -> None:
+    server, _, _ = served
+    browser = httpx.Client(base_url=server.base)
+    page = browser.get("/dashboard/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert token is not None
+    response = browser.post("/dashboard/login", data={
+        "email": "admin@example.com", "password": PASSWORD, "csrf_token": token.group(1),
+        "next": target})
+    assert response.status_code == 303
+    assert response.headers["location"] == "/dashboard/overview"
+
+
+def test_rejected_report_filters_and_limit(served: tuple[Server, str, str]) -> None:
+    server, site_id, _ = served
+    now = int(datetime.now().timestamp() * 1000)
+    hits = ["invalid_field"] * 3 + ["bad_signature"] * 2 + ["too_large"]
+    conn = sqlite3.connect(server.data_dir / "trackpixel.db", timeout=30)
+    with conn:
+        conn.executemany(
+            "INSERT INTO rejected_hits (hit_uid, received_ts, source, site_id, reason, detail,"
+            " raw, user_agent) VALUES (?, ?, 'pixel', ?, ?, 'detail', ?, 'agent')",
+            [(f"limit-{number}", now - number, site_id, reason, b"raw")
+             for number, reason in enumerate(hits)])
+    conn.close()
+
+    unfiltered = _api(served, "rejected", "").json()
+    assert unfiltered["title"] == "Rejected hits"
+    assert [row[:3] for row in unfiltered["rows"]] == [
+        ["invalid_field", "site", 3], ["bad_signature", "site", 2], ["too_large", "site", 1]]
+
+    limited = _api(served, "rejected", "limit=2").json()
+    assert [row[0] for row in limited["rows"]] == ["invalid_field", "bad_signature"]
+
+    filtered = _api(served, "rejected", "country=DE").json()
+    assert filtered["title"] == "Rejected hits (filters do not apply to rejected hits)"
+    assert filtered["rows"] == unfiltered["rows"]
+
+
+def test_cached_selection_after_request_ends(served: tuple[Server, str, str]) -> None:
+    # Each request closes its database connection, while the filtered-column selection of a
+    # range is cached for later requests that look up other values.
+    range_query = "from=2024-01-01&to=2024-01-31&step=page:/"
+    for value in ("pro", "team", "enterprise"):
+        response = _api(served, "funnel", f"{range_query}&step=event:Signup%7Cplan={value}")
+        assert response.status_code == 200, (value, response.text)
+        assert [row[2] for row in response.json()["rows"]] == [0, 0]
+    for country in ("DE", "NZ"):
+        response = _api(served, "pages", f"from=2024-01-01&to=2024-01-31&country={country}")
+        assert response.status_code == 200, (country, response.text)
+
+
+def test_dashboard_without_sites(tmp_path: Path) -> None:
+    # serve creates the data directory, and users add then finds no site.
+    server = Server(tmp_path).start()
+    try:
+        subprocess.run([sys.executable, "-m", "trackpixel", "users", "add", "admin@example.com",
+                        "--role", "admin", "--password-stdin", "--data-dir", str(tmp_path)],
+                       input=PASSWORD + "\n", text=True, check=True, capture_output=True)
+        browser = _dashboard((server, "", ""))
+        page = browser.get("/dashboard/overview")
+    finally:
+        server.stop()
+    assert page.status_code == 403
+    assert "No site exists yet: add one with &#39;trackpixel sites add DOMAIN&#39;." in page.text
+
+
+def test_limit_applies_to_quality_reports(tmp_path: Path) -> None:
+    directory, conn = open_data_dir(tmp_path)
+    site = make_site(conn, "quality.example", "Europe/Berlin")
+    noon = int(datetime(2025, 3, 30, 12, tzinfo=ZONE).timestamp() * 1000)
+    rows = []
+    for index, label in enumerate(["a", "a", "a", "b", "b", "c"]):
+        rows.append(event(site, noon + index, is_bot=1, bot_reason=f"reason-{label}",
+                          visitor_id=f"bot{index}", session_id=f"bs{index}"))
+        rows.append(event(site, noon + index, kind="email_open", source="email",
+                          name="email_open", machine_open=1, campaign=f"campaign-{label}",
+                          recipient=f"r{index}", visitor_id=f"m{index}",
+                          session_id=f"ms{index}"))
+    insert_events(conn, rows)
+    token = auth.create_token(conn, add_user(conn, "admin@example.com"))
+    conn.close()
+    # Without the processor, whose retention would delete these 2025 events.
+    server = Server(directory.root, extra=("--no-processor",)).start()
+    try:
+        bodies = {report: httpx.get(
+            f"{server.base}/api/v1/reports/{report}",
+            params={"site": site.id, "from": FROM, "to": TO, "limit": 2},
+            headers={"Authorization": f"Bearer {token}"}).json()
+            for report in ("bots", "machine_opens")}
+    finally:
+        server.stop()
+    assert [row[:2] for row in bodies["bots"]["rows"]] == [["reason-a", 3], ["reason-b", 2]]
+    assert [row[:2] for row in bodies["machine_opens"]["rows"]] == [
+        ["campaign-a", 3], ["campaign-b", 2]]

@@ -7,12 +7,12 @@ import functools
 import io
 import logging
 import os
+import re
 import shutil
 import sys
 import threading
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import date
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -22,6 +22,7 @@ import orjson
 import typer
 from rich.console import Console
 from rich.table import Table as RichTable
+from rich.text import Text
 
 from trackpixel import logs, tokens
 from trackpixel.config import ConfigError, DataDir, resolve_data_dir
@@ -388,10 +389,10 @@ def _query(store: SqliteStore, site: str, from_day: str | None, to_day: str | No
 
 
 def _check_day(value: str, option: str) -> str:
-    from trackpixel.web.reports import check_report_day
+    from trackpixel.web.reports import check_report_day, parse_day
 
     try:
-        day = date.fromisoformat(value)
+        day = parse_day(value)
     except ValueError:
         raise CliError(f"{option} {value!r} is not a valid date; use YYYY-MM-DD, "
                        "e.g. 2026-11-30") from None
@@ -577,12 +578,27 @@ def _print_table(table: reports.Table, output: OutputFormat) -> None:
         write_csv(buffer, table.columns, table.rows)
         sys.stdout.write(buffer.getvalue())
     else:
-        rich_table = RichTable(title=table.title)
+        rich_table = RichTable(title=_plain_text(table.title))
         for column in table.columns:
             rich_table.add_column(column, overflow="fold")
         for row in table.rows:
-            rich_table.add_row(*("" if value is None else str(value) for value in row))
+            rich_table.add_row(*(_plain_text(value) for value in row))
         console.print(rich_table)
+
+
+# C0 and C1 control characters other than tab and newline, and DEL.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _plain_text(value: Any) -> Text:
+    """Return a table cell for the terminal: tracked values may contain rich markup such as
+    ``[/b]`` or terminal escape sequences, so markup stays literal and control characters
+    are shown as ``\\xNN`` escapes."""
+    if value is None:
+        return Text("")
+    escaped = _CONTROL_CHARACTERS.sub(
+        lambda match: match.group().encode("unicode_escape").decode("ascii"), str(value))
+    return Text(escaped)
 
 
 # export

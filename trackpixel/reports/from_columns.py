@@ -36,6 +36,7 @@ class Selection:
 
     def __init__(self, conn: sqlite3.Connection, token: str, query: ReportQuery,
                  chunks: list[store.Chunk]) -> None:
+        self._connections = threading.local()
         self.conn = conn
         self.token = token
         self.site_id = query.site_id
@@ -49,6 +50,20 @@ class Selection:
         self.picks = [self._match(chunk, filters) for chunk in chunks]
         self.size = sum(chunk.rows if pick is None else pick.size
                         for chunk, pick in zip(chunks, self.picks, strict=True))
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """The connection that ``select`` last returned this selection for in this thread.
+
+        A selection is cached beyond the request that made it, and each request closes its
+        connection, so every lookup reads through the connection of the current request.
+        """
+        connection: sqlite3.Connection = self._connections.conn
+        return connection
+
+    @conn.setter
+    def conn(self, connection: sqlite3.Connection) -> None:
+        self._connections.conn = connection
 
     @property
     def nbytes(self) -> int:
@@ -217,6 +232,7 @@ def select(conn: sqlite3.Connection, query: ReportQuery) -> Selection | None:
         found = _SELECTIONS.get(key)
         if found is not None:
             _SELECTIONS.move_to_end(key)
+            found.conn = conn
             return found
     found = Selection(conn, token, query, chunks)
     with _selections_lock:

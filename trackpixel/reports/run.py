@@ -527,6 +527,10 @@ def rejected_hits(store: EventStore, site: Site, query: ReportQuery, *,
     With ``unattributed``, hits whose site could not be determined (an unknown or unreadable
     site id, or an unauthenticated API request) are listed too, in rows of their own scope.
     Only people who may see every site should get them.
+
+    A rejected hit has no channel, page, device or other event column, so the filters of
+    ``query`` do not apply; the title says so when filters are given. At most
+    ``query.limit`` rows are returned, those with the most hits first.
     """
     from_ts, to_ts = day_range_ms(site, query.from_day, query.to_day)
     summary = _run(store, queries.rejected_summary(site.id, from_ts, to_ts,
@@ -543,18 +547,24 @@ def rejected_hits(store: EventStore, site: Site, query: ReportQuery, *,
         last_seen = datetime.fromtimestamp(last_ts / 1000, UTC).isoformat(timespec="seconds")
         rows.append([reason, scope, hits, last_seen,
                      "\n".join(samples.get((str(reason), str(scope)), []))])
-    return Table("Rejected hits", ["reason", "scope", "hits", "last_seen_utc", "samples"], rows)
+    title = "Rejected hits"
+    if query.filters:
+        title += " (filters do not apply to rejected hits)"
+    return Table(title, ["reason", "scope", "hits", "last_seen_utc", "samples"],
+                 rows[:query.limit])
 
 
 def bot_traffic(store: EventStore, site: Site, query: ReportQuery) -> Table:
     rows = _rows(store, query, lambda: queries.bot_traffic(query, dialect=_dialect(store)),
                  lambda conn: from_rollups.bot_traffic(conn, query),
                  lambda selection: from_columns.bot_traffic(selection))
-    return Table("Bot traffic by detector", ["bot_reason", "events", "visitors"], rows)
+    return Table("Bot traffic by detector", ["bot_reason", "events", "visitors"],
+                 rows[:query.limit])
 
 
 def machine_opens(store: EventStore, site: Site, query: ReportQuery) -> Table:
     rows = _rows(store, query, lambda: queries.machine_opens(query, dialect=_dialect(store)),
                  lambda conn: from_rollups.machine_opens(conn, query),
                  lambda selection: from_columns.machine_opens(selection))
-    return Table("Machine email opens", ["campaign", "machine_opens", "recipients"], rows)
+    return Table("Machine email opens", ["campaign", "machine_opens", "recipients"],
+                 rows[:query.limit])

@@ -11,7 +11,10 @@ from datetime import datetime
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -21,7 +24,7 @@ from trackpixel.storage import columns
 from trackpixel.storage.backends import SQLITE_URL, STORE_ENV, resolve_store_url
 from trackpixel.storage.sqlite import connect, migrate
 from trackpixel.web import api, openapi, views
-from trackpixel.web.context import WebConfig, make_templates
+from trackpixel.web.context import WebConfig, json_error, make_templates
 from trackpixel.web.proxy import ProxyHeaders, allow_ips_from_env
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -53,7 +56,8 @@ def create_web_app(data_dir: DataDir) -> Starlette:
     # 127.0.0.1) and from the proxies in trusted_proxies (config.toml).
     allowed = allow_ips_from_env()
     trusted = None if allowed is None else (*allowed, *settings.trusted_proxies)
-    app = Starlette(routes=routes, middleware=[Middleware(ProxyHeaders, trusted=trusted)])
+    app = Starlette(routes=routes, middleware=[Middleware(ProxyHeaders, trusted=trusted)],
+                    exception_handlers={HTTPException: _http_error})
     # `trackpixel serve` passes its --store to the workers in the environment.
     store_url = resolve_store_url(data_dir, os.environ.get(STORE_ENV))
     app.state.web = WebConfig(db_path=data_dir.db_path, templates=make_templates(),
@@ -62,6 +66,22 @@ def create_web_app(data_dir: DataDir) -> Starlette:
         threading.Thread(target=_warm_column_cache, args=(data_dir.db_path,),
                          name="column-cache-warm-up", daemon=True).start()
     return app
+
+
+def _http_error(request: Request, exc: Exception) -> Response:
+    """Return routing errors (such as 405) under /api/ in the API's JSON error shape."""
+    assert isinstance(exc, HTTPException)
+    if not request.url.path.startswith("/api/"):
+        return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
+    if exc.status_code == 405:
+        # Starlette builds the Allow header from a set, so its order varies.
+        allowed = ", ".join(sorted((exc.headers or {}).get("Allow", "GET").split(", ")))
+        response = json_error(405, "method_not_allowed", f"method {request.method} is not "
+                              f"allowed on {request.url.path}: use {allowed}")
+    else:
+        response = json_error(exc.status_code, "http_error", f"{request.url.path}: {exc.detail}")
+    response.headers.update(exc.headers or {})
+    return response
 
 
 # Set to 0 to leave the column cache empty until the first filtered view.

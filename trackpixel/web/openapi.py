@@ -73,6 +73,10 @@ def document() -> dict[str, Any]:
                     "type": "object", "required": ["code", "message"],
                     "properties": {"code": text, "message": text,
                                    "details": {"type": "object"}}}}},
+                "ReportList": {"type": "object", "required": ["reports"], "properties": {
+                    "reports": {"type": "array", "items": {
+                        "type": "object", "required": ["name", "description"],
+                        "properties": {"name": text, "description": text}}}}},
                 "Report": {"type": "object",
                            "required": ["report", "title", "site", "from", "to", "filters",
                                         "columns", "rows"],
@@ -91,7 +95,12 @@ def document() -> dict[str, Any]:
         "paths": {
             "/api/v1/reports": {"get": {
                 "summary": "List the reports.", "operationId": "listReports",
-                "responses": {"200": {"description": "Report names and descriptions."}}}},
+                # The list needs no credentials.
+                "security": [],
+                "responses": {"200": {
+                    "description": "Report names and descriptions.",
+                    "content": {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/ReportList"}}}}}}},
             "/api/v1/reports/{report}": {"get": {
                 "summary": "Run one report.", "operationId": "runReport",
                 "description": "\n".join(f"- `{spec.name}`: {spec.description}"
@@ -107,8 +116,14 @@ def document() -> dict[str, Any]:
                                   "details.allowed_filters and details.allowed_parameters). "
                                   "details.param names it."),
                     "401": _error("Missing or invalid token."),
+                    "403": _error("No `site` was given and the user may not see any site "
+                                  "(code `no_site`)."),
                     "404": _error("Unknown report, or a site that does not exist or that "
                                   "the user may not see."),
+                    "500": _error("The report query failed (code `report_failed`); the "
+                                  "server log has the cause."),
+                    "503": _error("The event store (ClickHouse) cannot be reached (code "
+                                  "`store_unavailable`); retry later."),
                 }}},
         },
     }

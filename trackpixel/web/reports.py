@@ -6,6 +6,7 @@ with the same query string describe the same data.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trackpixel.reports import run
-from trackpixel.reports.queries import PROPERTY_FILTER_PREFIX, ReportQuery
+from trackpixel.reports.queries import PROPERTY_FILTER_PREFIX, ReportQuery, property_key_param
 from trackpixel.reports.run import FunnelStep, Table
 from trackpixel.sites import Site
 from trackpixel.storage.backends import SQLITE_URL
@@ -171,12 +172,26 @@ def _text(params: Mapping[str, str], name: str) -> str | None:
     return value
 
 
+_DAY_PATTERN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_INTEGER_PATTERN = re.compile(r"-?[0-9]+")
+
+
+def parse_day(value: str) -> date:
+    """Parse a YYYY-MM-DD day; raise ``ValueError`` for any other form.
+
+    ``date.fromisoformat`` alone also accepts 20250101 and ISO week dates such as 2025-W01-1.
+    """
+    if not _DAY_PATTERN.fullmatch(value):
+        raise ValueError(f"{value!r} is not a date in YYYY-MM-DD form")
+    return date.fromisoformat(value)
+
+
 def _day(params: Mapping[str, str], name: str, default: date) -> date:
     value = _text(params, name)
     if value is None:
         return default
     try:
-        return date.fromisoformat(value)
+        return parse_day(value)
     except ValueError:
         raise ParamError(name, f"{name}={value!r} is not a date in YYYY-MM-DD form") from None
 
@@ -200,10 +215,9 @@ def _int(params: Mapping[str, str], name: str, default: int, low: int, high: int
     value = _text(params, name)
     if value is None:
         return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise ParamError(name, f"{name}={value!r} is not an integer") from None
+    if not _INTEGER_PATTERN.fullmatch(value):
+        raise ParamError(name, f"{name}={value!r} is not an integer")
+    number = int(value)
     if not low <= number <= high:
         raise ParamError(name, f"{name}={number} is outside {low} to {high}")
     return number
@@ -235,15 +249,25 @@ def parse_request(site: Site, params: Mapping[str, str], steps: list[str]) -> Re
         key, sep, value = prop.partition("=")
         if not sep or not key:
             raise ParamError("prop", f"prop={prop!r} must look like KEY=VALUE, e.g. plan=pro")
+        # Checked here, before any query is built, so that the error names the parameter.
+        try:
+            property_key_param("sqlite", key)
+        except ValueError as exc:
+            raise ParamError("prop", str(exc)) from None
         filters["prop"] = prop
         columns[PROPERTY_FILTER_PREFIX + key] = value
     interval = _text(params, "interval") or "day"
     if interval not in INTERVALS:
         raise ParamError("interval", f"interval={interval!r} must be hour, day or week")
-    if len(steps) > MAX_FUNNEL_STEPS:
+    # The dashboard's funnel form always has one more step input than steps, left empty.
+    given_steps = [step for step in steps if step.strip()]
+    if len(given_steps) > MAX_FUNNEL_STEPS:
         raise ParamError("step", f"a funnel has at most {MAX_FUNNEL_STEPS} steps")
     try:
-        parsed_steps = tuple(FunnelStep.parse(step) for step in steps if step.strip())
+        parsed_steps = tuple(FunnelStep.parse(step) for step in given_steps)
+        for parsed_step in parsed_steps:
+            if parsed_step.prop is not None:
+                property_key_param("sqlite", parsed_step.prop)
     except ValueError as exc:
         raise ParamError("step", str(exc)) from None
     query = ReportQuery(site.id, from_day.isoformat(), to_day.isoformat(),

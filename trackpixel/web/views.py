@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -56,9 +57,12 @@ def render(request: Request, template: str, status: int = 200, **values: Any) ->
 
 
 def _safe_next(value: str | None) -> str:
-    # Only dashboard paths, so the login form cannot redirect to another site.
-    if value and value.startswith("/dashboard") and "//" not in value and "\\" not in value:
-        return value
+    # Only dashboard paths, so the login form cannot redirect to another site. The query
+    # string may contain "//" (a shared view filtered by a URL, say).
+    target = value or ""
+    path = target.partition("?")[0]
+    if path.startswith("/dashboard") and "//" not in path and "\\" not in path:
+        return target
     return "/dashboard/overview"
 
 
@@ -164,6 +168,11 @@ def view(request: Request) -> Response:
             return _login_redirect(request)
         sites = visible_sites(conn, session.user)
         site = resolve_site(conn, session.user, request.query_params.get("site"))
+    if isinstance(site, Response) and not sites:
+        message = ("No site exists yet: add one with 'trackpixel sites add DOMAIN'."
+                   if session.user.is_admin else
+                   "No site is granted to this user. Ask an admin for access.")
+        return render(request, "error.html", 403, message=message)
     if isinstance(site, Response):
         return render(request, "error.html", 404,
                       message="That site does not exist or you may not see it.")
@@ -191,8 +200,11 @@ def view(request: Request) -> Response:
             series = {"labels": [row[0] for row in table.rows],
                       "visitors": [row[1] for row in table.rows],
                       "page_views": [row[3] for row in table.rows]}
-        csv_url = "/api/v1/reports/" + report + _url_with(request, site=site.id,
-                                                          format="csv")[len(request.url.path):]
+        # The range is pinned, so the CSV contains the table shown even when "today" has moved
+        # on in the site's time zone before the link is followed.
+        csv_query = _url_with(request, site=site.id, format="csv",
+                              **{"from": parsed.query.from_day, "to": parsed.query.to_day})
+        csv_url = "/api/v1/reports/" + report + csv_query[len(request.url.path):]
         tables.append((report, table, csv_url))
     active_filters = [(param, value, _url_with(request, **{param: None}))
                       for param, value in parsed.filters.items()]
@@ -231,7 +243,14 @@ async def tokens(request: Request) -> Response:
         rows = auth.list_tokens(conn, session.user)
     return render(request, "tokens.html", user=session.user, csrf_token=session.csrf_token,
                   created=created, tokens=rows, views=VIEWS, view="tokens", sites=[],
-                  site=None)
+                  site=None, utc_time=_utc_time)
+
+
+def _utc_time(ms: int | None) -> str:
+    """Format milliseconds since the epoch as a UTC minute, or "" for None."""
+    if ms is None:
+        return ""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def _revoke_token(conn: sqlite3.Connection, user: auth.User, token_id: object) -> str | None:
