@@ -31,6 +31,7 @@ from trackpixel.reports import queries
 from trackpixel.reports import run as reports
 from trackpixel.reports.queries import ReportQuery, Sql
 from trackpixel.sites import Site, add_site
+from trackpixel.storage import clickhouse as clickhouse_store
 from trackpixel.storage import clickhouse_schema as schema
 from trackpixel.storage.clickhouse import ClickHouseStore
 from trackpixel.storage.records import (
@@ -371,6 +372,9 @@ def test_erasure_removes_visitor_from_aggregates(clickhouse: ClickHouseServer,  
         "SELECT count() FROM session_totals WHERE min_visitor_key = cityHash64(:erased) "
         "OR min_page_visitor_key = cityHash64(:erased)", {"erased": ERASED})
     assert erased_rows == [(0,)]
+    assert store.query("SELECT count() FROM visitor_days WHERE visitor_key = cityHash64(:erased)",
+                       {"erased": ERASED}) == [(0,)]
+    assert_visitor_days_exact(store, site.id)
     # The rest of the session stays: its page view after midnight is still an exit page.
     exits = reports.exit_pages(store, site, ReportQuery(site.id, "2026-03-31", "2026-03-31"))
     assert "/blog/b" in [row[0] for row in exits.rows]
@@ -396,7 +400,15 @@ def test_retention_deletes_aggregate_days(clickhouse: ClickHouseServer,  # noqa:
         assert left == [(0,)], table
     left = store.query("SELECT COUNT(*) FROM session_totals WHERE first_day < :day", params)
     assert left == [(0,)]
+    # The rows whose previous day was deleted now have none.
+    assert store.query("SELECT sum(sign) FROM visitor_days WHERE prev_day < :day "
+                       "AND prev_day > toDate(0)", params) == [(0,)]
+    assert_visitor_days_exact(store, site.id)
     expected = sqlite_copy(tmp_path / "expected.db", site.id, "local_day < :day", params)
+    assert_aggregates_match(store, site.id, expected)
+    # A second run deletes nothing more and leaves every figure as it was.
+    store.delete_rows("events", "site_id = :site_id AND local_day < :day", params)
+    assert_visitor_days_exact(store, site.id)
     assert_aggregates_match(store, site.id, expected)
     for opened in (expected, state, store):
         opened.close()
@@ -445,6 +457,41 @@ def count_rows(store: ClickHouseStore, where: str) -> int:
     return int(store.query(f"SELECT count() FROM session_totals WHERE {where}", {})[0][0])
 
 
+def assert_visitor_days_exact(store: ClickHouseStore, site_id: str) -> None:
+    """Assert that ``visitor_days`` holds, net of cancel rows, exactly one row per visitor,
+    dimension, item and day of the site's stored people's events, with the previous such
+    day (or 1970-01-01) as ``prev_day``, which is what a fill from the events computes."""
+    live = store.execute(
+        "SELECT dimension, item, local_day, visitor_key, prev_day, sum(sign) AS live "
+        "FROM visitor_days WHERE site_id = %(site)s "
+        "GROUP BY dimension, item, local_day, visitor_key, prev_day HAVING live != 0",
+        {"site": site_id})
+    assert {row[5] for row in live} <= {1}
+    expected = []
+    for dimension in schema.VISITOR_DIMENSIONS:
+        expected += store.execute(schema.visitor_days_select(
+            "events", dimension, " AND site_id = %(site)s"), {"site": site_id})
+    assert sorted(row[1:6] for row in expected) == sorted(row[:5] for row in live)
+    assert {row[0] for row in live} == {dimension.name for dimension in schema.VISITOR_DIMENSIONS}
+
+
+def test_chain_changes_relink_and_repair() -> None:
+    day = [date(2026, 3, number) for number in range(1, 8)]
+    no_day = clickhouse_store.NO_DAY
+    # A new day between two stored ones: the later row is cancelled and written again.
+    assert sorted(clickhouse_store.chain_changes([day[1], day[3], day[5]], [
+        (day[1], no_day, 1), (day[5], day[1], 1)])) == sorted([
+        (day[5], day[1], -1), (day[5], day[3], 1), (day[3], day[1], 1)])
+    # Nothing to do when the stored rows are already right.
+    assert sorted(clickhouse_store.chain_changes([day[1], day[2]], [
+        (day[1], no_day, 1), (day[2], day[1], 1)])) == []
+    # Two live copies of a row lose one; a row cancelled twice gets a row back; a row of a
+    # day that is no longer wanted is cancelled.
+    assert sorted(clickhouse_store.chain_changes([day[1], day[2]], [
+        (day[1], no_day, 2), (day[2], day[1], -1), (day[6], day[2], 1)])) == sorted([
+        (day[1], no_day, -1), (day[2], day[1], 1), (day[2], day[1], 1), (day[6], day[2], -1)])
+
+
 def test_sessions_in_many_batches(clickhouse: ClickHouseServer,  # noqa: F811
                                   tmp_path: Path) -> None:
     state = SqliteStore(tmp_path / "trackpixel.db")
@@ -453,6 +500,7 @@ def test_sessions_in_many_batches(clickhouse: ClickHouseServer,  # noqa: F811
     expected = SqliteStore(tmp_path / "expected.db")
     # Without merges every replaced row and its cancel row stay until OPTIMIZE below.
     store.execute("SYSTEM STOP MERGES session_totals")
+    store.execute("SYSTEM STOP MERGES visitor_days")
     for index, batch in enumerate(pieces(site.id, size=97, seed=3)):
         expected.write_batch(batch)
         store.write_batch(batch)
@@ -461,7 +509,11 @@ def test_sessions_in_many_batches(clickhouse: ClickHouseServer,  # noqa: F811
             store.expect_replay(batch.spool)
             assert store.write_batch(batch).stored == 0
     assert count_rows(store, "sign = -1") > 0
+    # Events of a visitor's earlier days arrived after later ones and moved rows.
+    assert store.execute("SELECT count() FROM visitor_days WHERE sign = -1")[0][0] > 0
+    assert_visitor_days_exact(store, site.id)
     assert_aggregates_match(store, site.id, expected)
+    store.execute("SYSTEM START MERGES visitor_days")
 
     # Merges collapse each row with its cancel row and leave every report as it was.
     store.execute("SYSTEM START MERGES session_totals")
@@ -512,6 +564,47 @@ def test_failed_refresh_healed_by_replay(clickhouse: ClickHouseServer,  # noqa: 
         store.write_batch(batch)
     assert_aggregates_match(store, site.id, sqlite_copy(tmp_path / "expected.db", site.id))
     for opened in (state, store):
+        opened.close()
+
+
+def test_failed_visitor_rows_healed_by_replay(clickhouse: ClickHouseServer,  # noqa: F811
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             tmp_path: Path) -> None:
+    state = SqliteStore(tmp_path / "trackpixel.db")
+    site, _ = add_site(state.conn, "example.com", timezone=SITE_ZONE)
+    store = ClickHouseStore(f"clickhouse://127.0.0.1:{clickhouse.tcp_port}/visitor_heal")
+    expected = SqliteStore(tmp_path / "expected.db")
+    batches = pieces(site.id, size=250, seed=5)
+    for batch in batches:
+        expected.write_batch(batch)
+    for batch in batches[:3]:
+        store.write_batch(batch)
+    original = ClickHouseStore._link_days
+    calls = {"n": 0}
+
+    def fail_second(self: ClickHouseStore, site_id: str, wanted: Any) -> None:
+        # The first write of rows goes through, the second fails, as when the connection
+        # drops in the middle of a batch with two sites or chunks.
+        calls["n"] += 1
+        if calls["n"] == 1:
+            original(self, site_id, dict(list(wanted.items())[: len(wanted) // 2]))
+        raise OSError("connection reset")
+
+    monkeypatch.setattr(ClickHouseStore, "_link_days", fail_second)
+    with pytest.raises(StoreUnavailable):
+        store.write_batch(batches[3])
+    monkeypatch.undo()
+    with pytest.raises(AssertionError):
+        assert_visitor_days_exact(store, site.id)
+
+    # The processor writes the batch again, which finds its events stored.
+    assert store.write_batch(batches[3]).stored == 0
+    assert_visitor_days_exact(store, site.id)
+    for batch in batches[4:]:
+        store.write_batch(batch)
+    assert_visitor_days_exact(store, site.id)
+    assert_aggregates_match(store, site.id, expected)
+    for opened in (expected, state, store):
         opened.close()
 
 
