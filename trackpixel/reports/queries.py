@@ -803,11 +803,14 @@ _PAGE_VISITOR: SessionFigure = (
 _SESSION_VISITOR: SessionFigure = ("session_visitor", "min_visitor_key",
                                    "cityHash64(min(visitor_id))")
 
-# A session whose events all lie in the range, or that has events in the range and before
-# or after it.
+# A session whose events all lie in the range; one with events in the range and before
+# it; and one with events in the range and after it, but none before. The last two are
+# separate conditions because each selects few rows through the sorting key or the
+# partitions, where their disjunction reads every row of the range.
 _INSIDE = "site_id = :site_id AND first_day >= :from_day AND last_day <= :to_day"
-_CROSSING = ("site_id = :site_id AND first_day <= :to_day AND last_day >= :from_day "
-             "AND (first_day < :from_day OR last_day > :to_day)")
+_CROSSING_START = "site_id = :site_id AND first_day < :from_day AND last_day >= :from_day"
+_CROSSING_END = ("site_id = :site_id AND first_day >= :from_day AND first_day <= :to_day "
+                 "AND last_day > :to_day")
 
 
 # The days of the range on which crossing sessions can have events: up to the last day of
@@ -816,10 +819,9 @@ _CROSSING = ("site_id = :site_id AND first_day <= :to_day AND last_day >= :from_
 # other days, which hold almost all of the range's rows. A crossing row that a cancel row
 # replaced only widens the days.
 _CROSSING_DAYS = (
-    f"(local_day <= (SELECT max(last_day) FROM session_totals "
-    f"WHERE {_CROSSING} AND first_day < :from_day) "
+    f"(local_day <= (SELECT max(last_day) FROM session_totals WHERE {_CROSSING_START}) "
     f"OR local_day >= (SELECT if(count() = 0, toDate(:to_day) + 1, min(first_day)) "
-    f"FROM session_totals WHERE {_CROSSING} AND last_day > :to_day))")
+    f"FROM session_totals WHERE {_CROSSING_END}))")
 
 
 def _live(rows: str) -> str:
@@ -849,7 +851,9 @@ def _sessions_clickhouse(query: ReportQuery, figures: list[SessionFigure],
     SELECT {merged}
     FROM session_events
     WHERE {where} AND session_key GLOBAL IN (
-        SELECT session_key FROM session_totals WHERE {_live(_CROSSING)})
+        SELECT session_key FROM session_totals WHERE {_live(_CROSSING_START)}
+        UNION ALL
+        SELECT session_key FROM session_totals WHERE {_live(_CROSSING_END)})
       AND {_CROSSING_DAYS}
     GROUP BY session_key
 )"""
