@@ -429,11 +429,15 @@ def test_collector_rejections_name_site(server: Server, site: SiteInfo, data_dir
     httpx.post(api, headers=auth, content=b"{not json")
     httpx.post(api, headers=auth, content=b"x" * 200_000)
     httpx.post(f"{server.base}/e", json={"s": site.id, "events": [{"ud": "not an object"}]})
+    # The processor, not the collector, checks an open token's signature.
+    open_body, open_mac = open_token.split(".")
+    forged_open_mac = "A" * len(open_mac) if not open_mac.startswith("A") else "B" * len(open_mac)
+    httpx.get(f"{server.base}/o/{open_body}.{forged_open_mac}.gif", headers=headers)
 
     assert _site_ids(data_dir) == [
         ("method_not_allowed", site.id), ("method_not_allowed", site.id),
         ("bad_signature", site.id), ("invalid_field", site.id), ("malformed_json", site.id),
-        ("too_large", site.id), ("invalid_field", site.id)]
+        ("too_large", site.id), ("invalid_field", site.id), ("bad_signature", site.id)]
 
 
 def test_rejection_names_only_known_sites(server: Server, site: SiteInfo,

@@ -301,7 +301,8 @@ def _parse_open(row: SpoolHit, meta: dict[str, Any], uid: str, secret: bytes) ->
     try:
         payload = tokens.verify(secret, "open", token)
     except tokens.BadToken as exc:
-        raise InvalidHit(RejectReason.BAD_SIGNATURE, f"open token: {exc}") from exc
+        raise InvalidHit(RejectReason.BAD_SIGNATURE, f"open token: {exc}",
+                         _token_site(row.payload or b"")) from exc
     site_id = str(payload.get("s", ""))
     campaign = str(payload.get("cmp", "")) or None
     return Hit(
@@ -320,7 +321,8 @@ def _parse_click(row: SpoolHit, meta: dict[str, Any], uid: str, secret: bytes) -
     try:
         payload = tokens.verify(secret, "click", token)
     except tokens.BadToken as exc:
-        raise InvalidHit(RejectReason.BAD_SIGNATURE, f"click token: {exc}") from exc
+        raise InvalidHit(RejectReason.BAD_SIGNATURE, f"click token: {exc}",
+                         _token_site(row.payload or b"")) from exc
     params = {key: str(payload[key]) for key in fields.AD_PARAMS if payload.get(key)}
     return Hit(
         site_id=str(payload.get("s", "")),
