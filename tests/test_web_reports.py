@@ -11,11 +11,13 @@ import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from server import Server, add_site, cli
+from browser import DESKTOP_UA
+from server import Server, SiteInfo, add_site, cli, wait_drained
 from web_fixtures import (
     PASSWORD,
     add_user,
@@ -358,3 +360,33 @@ def test_dashboard_rejects_unknown_filter(served: tuple[Server, str, str]) -> No
     assert page.status_code == 400
     assert "unknown parameter &#39;colour&#39;" in page.text
     assert browser.get("/dashboard/pages?country=DE&interval=day").status_code == 200
+
+
+def test_filtered_reports_share_selection(server: Server, site: SiteInfo,
+                                          data_dir: Path) -> None:
+    """A filtered report reuses the selection of an earlier request with the same filters,
+    whose database connection is closed by then."""
+    page = "http%3A%2F%2Flocalhost%2Fpricing"
+    for number in range(3):
+        httpx.get(f"{server.base}/p.gif?s={site.id}&u={page}&id=v{number}",
+                  headers={"User-Agent": DESKTOP_UA})
+    httpx.get(f"{server.base}/p.gif?s={site.id}&e=Signup&u={page}",
+              headers={"User-Agent": DESKTOP_UA})
+    wait_drained(data_dir)
+    subprocess.run([sys.executable, "-m", "trackpixel", "users", "add", "admin@example.com",
+                    "--role", "admin", "--password-stdin", "--data-dir", str(data_dir)],
+                   input=PASSWORD + "\n", text=True, capture_output=True, check=True)
+    token = cli(data_dir, "users", "token", "admin@example.com").stdout.strip()
+    headers = {"Authorization": f"Bearer {token}"}
+    base = f"{server.base}/api/v1/reports"
+
+    pages = httpx.get(f"{base}/pages?site={site.id}&device=desktop", headers=headers)
+    events = httpx.get(f"{base}/events?site={site.id}&device=desktop", headers=headers)
+    browsers = httpx.get(f"{base}/browsers?site={site.id}&device=desktop", headers=headers)
+
+    assert pages.status_code == 200
+    assert pages.json()["rows"] == [["/pricing", 3, 1, 1]]
+    assert events.status_code == 200
+    assert events.json()["rows"] == [["Signup", 1, 1, 0.0]]
+    assert browsers.status_code == 200
+    assert browsers.json()["rows"] == [["Chrome", 1, 1, 3]]

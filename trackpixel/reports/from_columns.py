@@ -8,6 +8,7 @@ matching events in the range, as the raw SQL does.
 
 from __future__ import annotations
 
+import copy
 import sqlite3
 import threading
 from collections import OrderedDict
@@ -55,6 +56,13 @@ class Selection:
         """Return the bytes of the columns gathered so far."""
         with self._lock:
             return sum(values.nbytes for values in self._gathered.values())
+
+    def bound_to(self, conn: sqlite3.Connection) -> Selection:
+        """Return a copy that reads dictionaries through ``conn`` and shares the gathered
+        columns and codes. A kept selection outlives the request whose connection made it."""
+        view = copy.copy(self)
+        view.conn = conn
+        return view
 
     def dictionary(self, column: str) -> store.Dictionary:
         return store.dictionary(self.conn, self.token, self.site_id, column)
@@ -217,7 +225,7 @@ def select(conn: sqlite3.Connection, query: ReportQuery) -> Selection | None:
         found = _SELECTIONS.get(key)
         if found is not None:
             _SELECTIONS.move_to_end(key)
-            return found
+            return found.bound_to(conn)
     found = Selection(conn, token, query, chunks)
     with _selections_lock:
         _SELECTIONS[key] = found
