@@ -41,6 +41,7 @@ PIXEL_CASES = [
     PixelCase("foreign domain", "s={site}&u=" + quote("https://evil.example/x", safe=""),
               "domain_not_allowed", True),
     PixelCase("bad value", "s={site}&u=" + PAGE + "&v=abc", "invalid_field", True),
+    PixelCase("huge value", "s={site}&u=" + PAGE + "&v=1e308", "invalid_field", True),
     PixelCase("bad currency", "s={site}&u=" + PAGE + "&v=1&cur=dollars", "invalid_field", True),
     PixelCase("page not http", "s={site}&u=" + quote("javascript:alert(1)", safe=""),
               "invalid_field", True),
@@ -507,6 +508,8 @@ API_CASES = [
             "events[0]: event name is longer than 200 characters"),
     ApiCase("long campaign", {"campaign": "c" * 301},
             "events[0]: campaign is longer than 300 characters"),
+    ApiCase("huge value", {"value": -1.7e308},
+            "events[0]: value -1.7e+308 is out of range: at most 1e+15 in magnitude"),
 ]
 
 
