@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -84,3 +86,20 @@ def test_machine_opens_kept_apart(server: Server, site: SiteInfo, data_dir: Path
     reasons = query(data_dir, "SELECT bot_reason FROM events WHERE machine_open = 1 "
                               "ORDER BY bot_reason")
     assert reasons == [("apple_mail_privacy",), ("gmail_image_proxy",)]
+
+
+def test_recipients_file_with_byte_order_mark(data_dir: Path, site: SiteInfo) -> None:
+    """A CSV saved by a spreadsheet program starts with a UTF-8 byte order mark, which is not
+    part of the first recipient id."""
+    recipients = data_dir / "subscribers.csv"
+    recipients.write_bytes("\ufeffsub-1001,jane\r\nsub-1002,joe\r\n".encode())
+
+    output = cli(data_dir, "email-pixel", "--site", site.id, "--campaign", "weekly",
+                 "--recipients", str(recipients), "--collector", "https://t.example.com").stdout
+    single = cli(data_dir, "email-pixel", "--site", site.id, "--campaign", "weekly",
+                 "--recipient", "sub-1001", "--collector", "https://t.example.com").stdout
+
+    rows = list(csv.reader(io.StringIO(output)))
+    assert rows[0] == ["recipient", "pixel_url"]
+    assert [row[0] for row in rows[1:]] == ["sub-1001", "sub-1002"]
+    assert rows[1][1] == single.split('src="')[1].split('"')[0]

@@ -331,7 +331,8 @@ def email_pixel(
                          'style="display:block;border:0">\n')
         return
     try:
-        lines = recipients.read_text().splitlines()
+        # utf-8-sig drops the byte order mark that spreadsheet programs write at the start.
+        lines = recipients.read_text(encoding="utf-8-sig").splitlines()
     except OSError as exc:
         raise CliError(f"cannot read {recipients}: {exc.strerror}") from None
     recipient_ids = [row[0].strip() for row in csv.reader(lines) if row]
