@@ -510,6 +510,13 @@ API_CASES = [
             "events[0]: campaign is longer than 300 characters"),
     ApiCase("huge value", {"value": -1.7e308},
             "events[0]: value -1.7e+308 is out of range: at most 1e+15 in magnitude"),
+    ApiCase("huge timestamp", {"timestamp": 1e308},
+            "events[0]: timestamp 1e+308 is in the future (a number is read as Unix seconds)"),
+    ApiCase("timestamp in milliseconds", {"timestamp": 1_796_442_000_123},
+            "events[0]: timestamp 1796442000123 is in the future (a number is read as Unix "
+            "seconds)"),
+    ApiCase("old timestamp", {"timestamp": "1999-01-01T00:00:00Z"},
+            "events[0]: timestamp '1999-01-01T00:00:00Z' is more than 365 days old"),
 ]
 
 
