@@ -345,6 +345,18 @@ def test_api_rejects_unknown_filter(served: tuple[Server, str, str]) -> None:
     assert "unknown parameter 'colour'" in error["message"]
 
 
+def test_api_rejects_repeated_filter(served: tuple[Server, str, str]) -> None:
+    cases = [("country=DE&country=NZ", "country"), ("prop=plan%3Dpro&prop=plan%3Dfree", "prop"),
+             ("limit=5&limit=6", "limit")]
+    for query, param in cases:
+        response = _api(served, "pages", query)
+        assert response.status_code == 400, query
+        error = response.json()["error"]
+        assert error["code"] == "invalid_parameter"
+        assert error["details"]["param"] == param
+        assert error["message"] == f"{param} is given more than once; give each parameter once"
+
+
 def test_api_known_parameters_accepted(served: tuple[Server, str, str]) -> None:
     queries = ["format=csv&limit=5", "interval=hour&goal=Signup", "country=DE&prop=plan%3Dpro",
                "prop_event=Signup", "step=page:/&step=event:Signup&window_hours=2"]
