@@ -28,6 +28,21 @@ def test_impression_pixel_fields(server: Server, site: SiteInfo, data_dir: Path)
         ("impression", "spring", "banner-a", "news-top", 0, "mobile")]
 
 
+def test_impression_on_publisher_page(server: Server, site: SiteInfo, data_dir: Path) -> None:
+    """An impression pixel in a creative on another site's page sends that page as Referer."""
+    publisher = "https://news.example.org/business/rates-rise"
+    httpx.get(f"{server.base}/p.gif?s={site.id}&e=impression&cmp=spring&crv=banner-a"
+              f"&plc=news-top&cb=1", headers={"User-Agent": UA, "Referer": publisher})
+    # A page view from the same page is still not the site's own.
+    httpx.get(f"{server.base}/p.gif?s={site.id}", headers={"User-Agent": UA,
+                                                           "Referer": publisher})
+    wait_drained(data_dir)
+
+    assert query(data_dir, "SELECT kind, host, campaign, placement FROM events") == [
+        ("impression", "news.example.org", "spring", "news-top")]
+    assert query(data_dir, "SELECT reason FROM rejected_hits") == [("domain_not_allowed",)]
+
+
 def test_click_redirect_keeps_query(server: Server, site: SiteInfo, data_dir: Path) -> None:
     destination = ("https://example.com/rates?utm_source=newsletter&utm_medium=email"
                    "&utm_campaign=spring&gclid=Cj0KCQ-Abc_1")
