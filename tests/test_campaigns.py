@@ -118,3 +118,15 @@ def test_recipients_file_with_byte_order_mark(data_dir: Path, site: SiteInfo) ->
     assert rows[0] == ["recipient", "pixel_url"]
     assert [row[0] for row in rows[1:]] == ["sub-1001", "sub-1002"]
     assert rows[1][1] == single.split('src="')[1].split('"')[0]
+
+
+def test_recipients_file_not_utf8(data_dir: Path, site: SiteInfo) -> None:
+    recipients = data_dir / "subscribers.txt"
+    recipients.write_bytes("sub-caf\u00e9\n".encode("latin-1"))
+
+    result = cli(data_dir, "email-pixel", "--site", site.id, "--campaign", "weekly",
+                 "--recipients", str(recipients), check=False)
+
+    assert result.returncode == 1
+    assert result.stderr == (f"Error: cannot read {recipients}: byte 7 is not UTF-8; save the "
+                             "file as UTF-8 text\n")
