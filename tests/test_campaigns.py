@@ -43,6 +43,18 @@ def test_impression_on_publisher_page(server: Server, site: SiteInfo, data_dir: 
     assert query(data_dir, "SELECT reason FROM rejected_hits") == [("domain_not_allowed",)]
 
 
+def test_impression_unreplaced_macro(server: Server, site: SiteInfo, data_dir: Path) -> None:
+    httpx.get(f"{server.base}/p.gif?s={site.id}&e=impression&cmp=%%CAMPAIGN%%&cb=1",
+              headers={"User-Agent": UA})
+    wait_drained(data_dir)
+
+    rejected = query(data_dir, "SELECT reason, detail FROM rejected_hits")
+    assert [row[0] for row in rejected] == ["invalid_utf8"]
+    assert rejected[0][1].endswith(
+        "; the query contains %%, as an ad server macro such as %%CAMPAIGN%% does when "
+        "the ad server did not replace it")
+
+
 def test_click_redirect_keeps_query(server: Server, site: SiteInfo, data_dir: Path) -> None:
     destination = ("https://example.com/rates?utm_source=newsletter&utm_medium=email"
                    "&utm_campaign=spring&gclid=Cj0KCQ-Abc_1")

@@ -166,8 +166,12 @@ def _decode_query(payload: bytes) -> dict[str, str]:
         pairs = parse_qsl(text, keep_blank_values=False, encoding="utf-8", errors="strict",
                           max_num_fields=200)
     except UnicodeDecodeError as exc:
-        raise InvalidHit(RejectReason.INVALID_UTF8,
-                         f"query string is not valid UTF-8: {exc}") from exc
+        detail = f"query string is not valid UTF-8: {exc}"
+        if b"%%" in payload:
+            # %%CAMPAIGN%% decodes as the byte 0xCA followed by text.
+            detail += ("; the query contains %%, as an ad server macro such as %%CAMPAIGN%% does "
+                       "when the ad server did not replace it")
+        raise InvalidHit(RejectReason.INVALID_UTF8, detail) from exc
     except ValueError as exc:
         raise InvalidHit(RejectReason.INVALID_FIELD, f"query string: {exc}") from exc
     params: dict[str, str] = {}
