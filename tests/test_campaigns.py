@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -24,6 +26,33 @@ def test_impression_pixel_fields(server: Server, site: SiteInfo, data_dir: Path)
     assert query(data_dir, "SELECT kind, campaign, creative, placement, session_start, "
                            "device_type FROM events") == [
         ("impression", "spring", "banner-a", "news-top", 0, "mobile")]
+
+
+def test_impression_on_publisher_page(server: Server, site: SiteInfo, data_dir: Path) -> None:
+    """An impression pixel in a creative on another site's page sends that page as Referer."""
+    publisher = "https://news.example.org/business/rates-rise"
+    httpx.get(f"{server.base}/p.gif?s={site.id}&e=impression&cmp=spring&crv=banner-a"
+              f"&plc=news-top&cb=1", headers={"User-Agent": UA, "Referer": publisher})
+    # A page view from the same page is still not the site's own.
+    httpx.get(f"{server.base}/p.gif?s={site.id}", headers={"User-Agent": UA,
+                                                           "Referer": publisher})
+    wait_drained(data_dir)
+
+    assert query(data_dir, "SELECT kind, host, campaign, placement FROM events") == [
+        ("impression", "news.example.org", "spring", "news-top")]
+    assert query(data_dir, "SELECT reason FROM rejected_hits") == [("domain_not_allowed",)]
+
+
+def test_impression_unreplaced_macro(server: Server, site: SiteInfo, data_dir: Path) -> None:
+    httpx.get(f"{server.base}/p.gif?s={site.id}&e=impression&cmp=%%CAMPAIGN%%&cb=1",
+              headers={"User-Agent": UA})
+    wait_drained(data_dir)
+
+    rejected = query(data_dir, "SELECT reason, detail FROM rejected_hits")
+    assert [row[0] for row in rejected] == ["invalid_utf8"]
+    assert rejected[0][1].endswith(
+        "; the query contains %%, as an ad server macro such as %%CAMPAIGN%% does when "
+        "the ad server did not replace it")
 
 
 def test_click_redirect_keeps_query(server: Server, site: SiteInfo, data_dir: Path) -> None:
@@ -84,3 +113,32 @@ def test_machine_opens_kept_apart(server: Server, site: SiteInfo, data_dir: Path
     reasons = query(data_dir, "SELECT bot_reason FROM events WHERE machine_open = 1 "
                               "ORDER BY bot_reason")
     assert reasons == [("apple_mail_privacy",), ("gmail_image_proxy",)]
+
+
+def test_recipients_file_with_byte_order_mark(data_dir: Path, site: SiteInfo) -> None:
+    """A CSV saved by a spreadsheet program starts with a UTF-8 byte order mark, which is not
+    part of the first recipient id."""
+    recipients = data_dir / "subscribers.csv"
+    recipients.write_bytes("\ufeffsub-1001,jane\r\nsub-1002,joe\r\n".encode())
+
+    output = cli(data_dir, "email-pixel", "--site", site.id, "--campaign", "weekly",
+                 "--recipients", str(recipients), "--collector", "https://t.example.com").stdout
+    single = cli(data_dir, "email-pixel", "--site", site.id, "--campaign", "weekly",
+                 "--recipient", "sub-1001", "--collector", "https://t.example.com").stdout
+
+    rows = list(csv.reader(io.StringIO(output)))
+    assert rows[0] == ["recipient", "pixel_url"]
+    assert [row[0] for row in rows[1:]] == ["sub-1001", "sub-1002"]
+    assert rows[1][1] == single.split('src="')[1].split('"')[0]
+
+
+def test_recipients_file_not_utf8(data_dir: Path, site: SiteInfo) -> None:
+    recipients = data_dir / "subscribers.txt"
+    recipients.write_bytes("sub-caf\u00e9\n".encode("latin-1"))
+
+    result = cli(data_dir, "email-pixel", "--site", site.id, "--campaign", "weekly",
+                 "--recipients", str(recipients), check=False)
+
+    assert result.returncode == 1
+    assert result.stderr == (f"Error: cannot read {recipients}: byte 7 is not UTF-8; save the "
+                             "file as UTF-8 text\n")

@@ -41,6 +41,7 @@ PIXEL_CASES = [
     PixelCase("foreign domain", "s={site}&u=" + quote("https://evil.example/x", safe=""),
               "domain_not_allowed", True),
     PixelCase("bad value", "s={site}&u=" + PAGE + "&v=abc", "invalid_field", True),
+    PixelCase("huge value", "s={site}&u=" + PAGE + "&v=1e308", "invalid_field", True),
     PixelCase("bad currency", "s={site}&u=" + PAGE + "&v=1&cur=dollars", "invalid_field", True),
     PixelCase("page not http", "s={site}&u=" + quote("javascript:alert(1)", safe=""),
               "invalid_field", True),
@@ -429,11 +430,15 @@ def test_collector_rejections_name_site(server: Server, site: SiteInfo, data_dir
     httpx.post(api, headers=auth, content=b"{not json")
     httpx.post(api, headers=auth, content=b"x" * 200_000)
     httpx.post(f"{server.base}/e", json={"s": site.id, "events": [{"ud": "not an object"}]})
+    # The processor, not the collector, checks an open token's signature.
+    open_body, open_mac = open_token.split(".")
+    forged_open_mac = "A" * len(open_mac) if not open_mac.startswith("A") else "B" * len(open_mac)
+    httpx.get(f"{server.base}/o/{open_body}.{forged_open_mac}.gif", headers=headers)
 
     assert _site_ids(data_dir) == [
         ("method_not_allowed", site.id), ("method_not_allowed", site.id),
         ("bad_signature", site.id), ("invalid_field", site.id), ("malformed_json", site.id),
-        ("too_large", site.id), ("invalid_field", site.id)]
+        ("too_large", site.id), ("invalid_field", site.id), ("bad_signature", site.id)]
 
 
 def test_rejection_names_only_known_sites(server: Server, site: SiteInfo,
@@ -503,6 +508,15 @@ API_CASES = [
             "events[0]: event name is longer than 200 characters"),
     ApiCase("long campaign", {"campaign": "c" * 301},
             "events[0]: campaign is longer than 300 characters"),
+    ApiCase("huge value", {"value": -1.7e308},
+            "events[0]: value -1.7e+308 is out of range: at most 1e+15 in magnitude"),
+    ApiCase("huge timestamp", {"timestamp": 1e308},
+            "events[0]: timestamp 1e+308 is in the future (a number is read as Unix seconds)"),
+    ApiCase("timestamp in milliseconds", {"timestamp": 1_796_442_000_123},
+            "events[0]: timestamp 1796442000123 is in the future (a number is read as Unix "
+            "seconds)"),
+    ApiCase("old timestamp", {"timestamp": "1999-01-01T00:00:00Z"},
+            "events[0]: timestamp '1999-01-01T00:00:00Z' is more than 365 days old"),
 ]
 
 

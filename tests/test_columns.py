@@ -307,9 +307,14 @@ def test_selection_reused_until_chunks_change(store: SqliteStore) -> None:  # no
     query = ReportQuery("s_berlin", *RANGES[0], filters={"channel": "direct"})
     first = from_columns.select(store.conn, query)
     assert first is not None
-    assert from_columns.select(store.conn, query) is first
+    gathered = first.column("ts")
+    reused = from_columns.select(store.conn, query)
+    assert reused is not None
+    assert reused.column("ts") is gathered
     store_events(store, events[2000:])
-    assert from_columns.select(store.conn, query) is not first
+    changed = from_columns.select(store.conn, query)
+    assert changed is not None
+    assert changed.column("ts") is not gathered
 
 
 def _dictionary_texts(store: SqliteStore) -> set[str]:  # noqa: F811 - not the fixture

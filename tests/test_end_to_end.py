@@ -127,3 +127,28 @@ def test_snippet_and_email_in_chromium(server: Server, site: SiteInfo, data_dir:
     rejected = json.loads(cli(data_dir, "report", "rejected", "--site", site.id, "--format",
                               "json").stdout)
     assert [row for row in rejected if row["scope"] == "site"] == []
+
+
+def test_snippet_long_url_keeps_whole_parameters(server: Server, site: SiteInfo,
+                                                 data_dir: Path) -> None:
+    """A page URL over 2,048 characters loses whole query parameters in the snippet, as in the
+    processor, so a UTM tag across the limit is dropped, not stored cut."""
+    html = (f'<!doctype html><title>Landing</title><script async src="{server.base}/t.js" '
+            f'data-site="{site.id}"></script>').encode()
+    campaign = "utm_campaign=spring-rates-2026"
+
+    with page_server(lambda path: html if path == "/landing" else None) as port, \
+            chromium() as browser:
+        prefix = f"http://localhost:{port}/landing?fbclid="
+        # The campaign tag starts 16 characters before the limit, so a plain cut at the limit
+        # keeps "utm_campaign=spr".
+        click_id = "F" * (2048 - 16 - len(prefix) - 1)
+        url = f"{prefix}{click_id}&{campaign}&utm_source=facebook"
+        context = browser.new_context(user_agent=DESKTOP_UA)
+        page = context.new_page()
+        page.goto(url, wait_until="networkidle")
+        context.close()
+
+    wait_drained(data_dir)
+    stored = query(data_dir, "SELECT url, utm_campaign, utm_source, campaign FROM events")
+    assert stored == [(f"{prefix}{click_id}", None, None, None)]

@@ -285,6 +285,10 @@ def test_export_and_erase_by_visitor_api(server: Server, site: SiteInfo,
     unauthorized = httpx.post(f"{server.base}/api/v1/privacy/export",
                               json={"visitor_id": "person-c-cookie"})
     assert unauthorized.status_code == 401
+    # An id past SQLite's 64-bit integers names no request.
+    too_large = httpx.get(f"{server.base}/api/v1/privacy/requests/{2**63}", headers=auth)
+    assert too_large.status_code == 404
+    assert too_large.json()["error"]["code"] == "not_found"
 
 
 def test_retention_rolls_up_then_deletes(data_dir: Path, site: SiteInfo) -> None:

@@ -325,6 +325,10 @@ def test_cli_revoke_token(tmp_path: Path) -> None:
         assert by_value.returncode == 1
         assert by_value.stderr.startswith("Error: admin@example.com has no such API token")
         assert second.strip() not in by_value.stderr
+        too_large = cli(data, "users", "revoke-token", "admin@example.com", str(2**63),
+                        check=False)
+        assert too_large.returncode == 1
+        assert too_large.stderr.startswith(f"Error: admin@example.com has no API token {2**63}:")
     finally:
         server.stop()
 

@@ -19,7 +19,8 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from server import Server, add_site, cli, free_port
+from browser import DESKTOP_UA
+from server import Server, SiteInfo, add_site, cli, free_port, wait_drained
 from web_fixtures import (
     PASSWORD,
     add_user,
@@ -347,6 +348,18 @@ def test_api_rejects_unknown_filter(served: tuple[Server, str, str]) -> None:
     assert "unknown parameter 'colour'" in error["message"]
 
 
+def test_api_rejects_repeated_filter(served: tuple[Server, str, str]) -> None:
+    cases = [("country=DE&country=NZ", "country"), ("prop=plan%3Dpro&prop=plan%3Dfree", "prop"),
+             ("limit=5&limit=6", "limit")]
+    for query, param in cases:
+        response = _api(served, "pages", query)
+        assert response.status_code == 400, query
+        error = response.json()["error"]
+        assert error["code"] == "invalid_parameter"
+        assert error["details"]["param"] == param
+        assert error["message"] == f"{param} is given more than once; give each parameter once"
+
+
 def test_api_known_parameters_accepted(served: tuple[Server, str, str]) -> None:
     queries = ["format=csv&limit=5", "interval=hour&goal=Signup", "country=DE&prop=plan%3Dpro",
                "prop_event=Signup", "step=page:/&step=event:Signup&window_hours=2"]
@@ -588,3 +601,31 @@ def test_limit_applies_to_quality_reports(tmp_path: Path) -> None:
     assert [row[:2] for row in bodies["bots"]["rows"]] == [["reason-a", 3], ["reason-b", 2]]
     assert [row[:2] for row in bodies["machine_opens"]["rows"]] == [
         ["campaign-a", 3], ["campaign-b", 2]]
+def test_filtered_reports_share_selection(server: Server, site: SiteInfo,
+                                          data_dir: Path) -> None:
+    """A filtered report reuses the selection of an earlier request with the same filters,
+    whose database connection is closed by then."""
+    page = "http%3A%2F%2Flocalhost%2Fpricing"
+    for number in range(3):
+        httpx.get(f"{server.base}/p.gif?s={site.id}&u={page}&id=v{number}",
+                  headers={"User-Agent": DESKTOP_UA})
+    httpx.get(f"{server.base}/p.gif?s={site.id}&e=Signup&u={page}",
+              headers={"User-Agent": DESKTOP_UA})
+    wait_drained(data_dir)
+    subprocess.run([sys.executable, "-m", "trackpixel", "users", "add", "admin@example.com",
+                    "--role", "admin", "--password-stdin", "--data-dir", str(data_dir)],
+                   input=PASSWORD + "\n", text=True, capture_output=True, check=True)
+    token = cli(data_dir, "users", "token", "admin@example.com").stdout.strip()
+    headers = {"Authorization": f"Bearer {token}"}
+    base = f"{server.base}/api/v1/reports"
+
+    pages = httpx.get(f"{base}/pages?site={site.id}&device=desktop", headers=headers)
+    events = httpx.get(f"{base}/events?site={site.id}&device=desktop", headers=headers)
+    browsers = httpx.get(f"{base}/browsers?site={site.id}&device=desktop", headers=headers)
+
+    assert pages.status_code == 200
+    assert pages.json()["rows"] == [["/pricing", 3, 1, 1]]
+    assert events.status_code == 200
+    assert events.json()["rows"] == [["Signup", 1, 1, 0.0]]
+    assert browsers.status_code == 200
+    assert browsers.json()["rows"] == [["Chrome", 1, 1, 3]]

@@ -332,9 +332,13 @@ def email_pixel(
                          'style="display:block;border:0">\n')
         return
     try:
-        lines = recipients.read_text().splitlines()
+        # utf-8-sig drops the byte order mark that spreadsheet programs write at the start.
+        lines = recipients.read_text(encoding="utf-8-sig").splitlines()
     except OSError as exc:
         raise CliError(f"cannot read {recipients}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise CliError(f"cannot read {recipients}: byte {exc.start} is not UTF-8; save the "
+                       "file as UTF-8 text") from None
     recipient_ids = [row[0].strip() for row in csv.reader(lines) if row]
     write_csv(sys.stdout, ["recipient", "pixel_url"],
               [[recipient_id, pixel_url(recipient_id)] for recipient_id in recipient_ids

@@ -30,6 +30,7 @@ from trackpixel.pipeline.fields import InvalidField
 from trackpixel.pipeline.userdata import normalise_email, sha256
 from trackpixel.storage import rollups
 from trackpixel.storage.records import EVENT_COLUMNS, EventStore
+from trackpixel.storage.sqlite import MAX_INTEGER
 
 log = logging.getLogger("trackpixel.rights")
 
@@ -321,6 +322,8 @@ def _finish_request(conn: sqlite3.Connection, request_id: int, site_id: str,
 
 
 def request_status(conn: sqlite3.Connection, request_id: int) -> dict[str, Any] | None:
+    if not 0 < request_id <= MAX_INTEGER:
+        return None
     row = conn.execute(
         "SELECT id, action, site_id, selector_kind, requested_ts, done_ts, events_erased, "
         "sessions_erased FROM privacy_requests WHERE id = ?", (request_id,)).fetchone()

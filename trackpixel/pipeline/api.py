@@ -110,8 +110,11 @@ def _timestamp(value: Any, now_ms: int) -> int:
         return now_ms
     if isinstance(value, bool):
         raise InvalidField("timestamp must be an ISO 8601 string or Unix seconds")
+    # Checked as a float before the conversion to int, which fails for a product so large
+    # that it is infinite (such as 1e308 seconds).
+    ts: float
     if isinstance(value, int | float):
-        ts = int(value * 1000)
+        ts = value * 1000
     elif isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -119,11 +122,12 @@ def _timestamp(value: Any, now_ms: int) -> int:
             raise InvalidField(f"timestamp {value!r} is not ISO 8601") from exc
         if parsed.tzinfo is None:
             raise InvalidField(f"timestamp {value!r} has no UTC offset")
-        ts = int(parsed.timestamp() * 1000)
+        ts = parsed.timestamp() * 1000
     else:
         raise InvalidField("timestamp must be an ISO 8601 string or Unix seconds")
     if ts > now_ms + MAX_CLOCK_SKEW_MS:
-        raise InvalidField("timestamp is in the future")
+        hint = " (a number is read as Unix seconds)" if not isinstance(value, str) else ""
+        raise InvalidField(f"timestamp {value!r} is in the future{hint}")
     if ts < now_ms - MAX_AGE_MS:
-        raise InvalidField("timestamp is more than 365 days old")
-    return ts
+        raise InvalidField(f"timestamp {value!r} is more than 365 days old")
+    return int(ts)

@@ -14,6 +14,9 @@ MAX_PROPS = 50
 MAX_PROP_KEY = 64
 MAX_PROP_VALUE = 500
 MAX_PARAM = 300
+# Values near the float maximum (1.8e308) add up to infinity in report sums, and JSON cannot
+# carry infinity. This bound keeps every sum finite and still fits any price.
+MAX_VALUE = 1e15
 
 _CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 _VISITOR_RE = re.compile(r"^[A-Za-z0-9_.\-]{8,64}$")
@@ -114,6 +117,9 @@ def money_value(value: Any) -> float | None:
             raise InvalidField("value must be a number") from exc
     if not isinstance(value, int | float) or not math.isfinite(value):
         raise InvalidField("value must be a finite number")
+    if abs(value) > MAX_VALUE:
+        raise InvalidField(f"value {value!r} is out of range: at most {MAX_VALUE:g} "
+                           "in magnitude")
     return float(value)
 
 

@@ -166,8 +166,12 @@ def _decode_query(payload: bytes) -> dict[str, str]:
         pairs = parse_qsl(text, keep_blank_values=False, encoding="utf-8", errors="strict",
                           max_num_fields=200)
     except UnicodeDecodeError as exc:
-        raise InvalidHit(RejectReason.INVALID_UTF8,
-                         f"query string is not valid UTF-8: {exc}") from exc
+        detail = f"query string is not valid UTF-8: {exc}"
+        if b"%%" in payload:
+            # %%CAMPAIGN%% decodes as the byte 0xCA followed by text.
+            detail += ("; the query contains %%, as an ad server macro such as %%CAMPAIGN%% does "
+                       "when the ad server did not replace it")
+        raise InvalidHit(RejectReason.INVALID_UTF8, detail) from exc
     except ValueError as exc:
         raise InvalidHit(RejectReason.INVALID_FIELD, f"query string: {exc}") from exc
     params: dict[str, str] = {}
@@ -301,7 +305,8 @@ def _parse_open(row: SpoolHit, meta: dict[str, Any], uid: str, secret: bytes) ->
     try:
         payload = tokens.verify(secret, "open", token)
     except tokens.BadToken as exc:
-        raise InvalidHit(RejectReason.BAD_SIGNATURE, f"open token: {exc}") from exc
+        raise InvalidHit(RejectReason.BAD_SIGNATURE, f"open token: {exc}",
+                         _token_site(row.payload or b"")) from exc
     site_id = str(payload.get("s", ""))
     campaign = str(payload.get("cmp", "")) or None
     return Hit(
@@ -320,7 +325,8 @@ def _parse_click(row: SpoolHit, meta: dict[str, Any], uid: str, secret: bytes) -
     try:
         payload = tokens.verify(secret, "click", token)
     except tokens.BadToken as exc:
-        raise InvalidHit(RejectReason.BAD_SIGNATURE, f"click token: {exc}") from exc
+        raise InvalidHit(RejectReason.BAD_SIGNATURE, f"click token: {exc}",
+                         _token_site(row.payload or b"")) from exc
     params = {key: str(payload[key]) for key in fields.AD_PARAMS if payload.get(key)}
     return Hit(
         site_id=str(payload.get("s", "")),

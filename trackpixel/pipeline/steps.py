@@ -82,7 +82,9 @@ def check_site(hit: Hit, draft: Draft, ctx: Context) -> None:
     if site is None:
         raise InvalidHit(RejectReason.UNKNOWN_SITE, f"no site has the id {hit.site_id!r}",
                          hit.site_id)
-    if hit.source in _BROWSER_SOURCES and hit.url:
+    # An ad impression loads on a publisher's page, whose address the Referer gives, so only
+    # the other browser hits must come from the site's own domains.
+    if hit.source in _BROWSER_SOURCES and hit.url and hit.kind is not EventKind.IMPRESSION:
         host = urlsplit(hit.url).hostname or ""
         if not site.allows_host(host):
             raise InvalidHit(RejectReason.DOMAIN_NOT_ALLOWED,

@@ -25,6 +25,9 @@ from trackpixel.storage.records import (
 log = logging.getLogger("trackpixel.storage")
 
 BUSY_TIMEOUT_MS = 30_000
+# SQLite's largest INTEGER. A larger Python int cannot be bound as a parameter (OverflowError),
+# and no row id exceeds it.
+MAX_INTEGER = 2**63 - 1
 
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from trackpixel.storage.sqlite import MAX_INTEGER
+
 ROLES = ("admin", "viewer")
 SESSION_COOKIE = "tp_session"
 SESSION_TTL_MS = 7 * 24 * 3_600_000
@@ -281,6 +283,8 @@ def revoke_token(conn: sqlite3.Connection, user: User, token: int | str) -> bool
     """Delete one of ``user``'s API tokens, given by its id or by the token itself; return
     False when the user has no such token."""
     if isinstance(token, int):
+        if not 0 < token <= MAX_INTEGER:
+            return False
         deleted = conn.execute("DELETE FROM api_tokens WHERE user_id = ? AND id = ?",
                                (user.id, token)).rowcount
     else:

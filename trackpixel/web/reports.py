@@ -225,9 +225,14 @@ def _int(params: Mapping[str, str], name: str, default: int, low: int, high: int
 
 def parse_request(site: Site, params: Mapping[str, str], steps: list[str]) -> ReportRequest:
     """Build a ``ReportRequest`` from URL parameters; ``steps`` are the repeated ``step``."""
+    # A query string can repeat a parameter, and a mapping keeps only one of the values.
+    getlist = getattr(params, "getlist", None)
     for name in params:
         if name not in FILTERS and name not in OPTION_PARAMS:
             raise UnknownParam(name)
+        if name != "step" and getlist is not None and len(getlist(name)) > 1:
+            raise ParamError(name, f"{name} is given more than once; give each parameter "
+                                   "once")
     today = datetime.now(site.zone).date()
     to_day = _supported(_day(params, "to", today), "to")
     from_day = _day(params, "from", max(FIRST_REPORT_DAY,

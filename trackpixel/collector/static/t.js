@@ -39,8 +39,8 @@
   var MAX_EVENTS = 50;           // max events per body
   var MAX_BODY = 60000;          // max bytes per body, below the Fetch Standard's 64 KiB keepalive limit
   var COOKIE = '_tp_vid';
-  var MAX_URL = 2048;            // the processor rejects longer u and r (MAX_URL in trackpixel/pipeline/fields.py)
-  var MAX_TITLE = 500;           // the processor rejects a longer t (MAX_TITLE there)
+  var MAX_URL = 2048;            // the processor shortens longer u and r (MAX_URL in trackpixel/pipeline/fields.py)
+  var MAX_TITLE = 500;           // the processor cuts a longer t (MAX_TITLE there)
   var CONSENT_KEYS = ['analytics_storage', 'ad_storage', 'ad_user_data', 'ad_personalization'];
 
   var loc = w.location;
@@ -99,6 +99,24 @@
     return visitor;
   }
 
+  // Shorten a URL to MAX_URL characters as the processor's fit_url does: drop the fragment, then
+  // every query parameter that would pass the limit, whole, so no kept parameter (a UTM tag, a
+  // click id) is cut inside its value.
+  function fitUrl(url) {
+    if (url.length <= MAX_URL) return url;
+    url = url.split('#')[0];
+    if (url.length <= MAX_URL) return url;
+    var at = url.indexOf('?');
+    if (at < 0 || at >= MAX_URL) return url.slice(0, MAX_URL);
+    var kept = url.slice(0, at + 1);
+    var pairs = url.slice(at + 1).split('&');
+    for (var i = 0; i < pairs.length; i++) {
+      var next = kept + (kept.length > at + 1 ? '&' : '') + pairs[i];
+      if (pairs[i] && next.length <= MAX_URL) kept = next;
+    }
+    return kept.length > at + 1 ? kept : kept.slice(0, at);
+  }
+
   function post(body, keepalive) {
     return fetch(endpoint, {
       method: 'POST', body: body, keepalive: keepalive, mode: 'no-cors', credentials: 'omit',
@@ -148,7 +166,7 @@
   function track(name, props, options) {
     if (!name) return;
     var event = {
-      e: String(name), u: loc.href.slice(0, MAX_URL), r: referrer.slice(0, MAX_URL),
+      e: String(name), u: fitUrl(loc.href), r: fitUrl(referrer),
       t: d.title.slice(0, MAX_TITLE),
       id: options && options.eventId ? String(options.eventId) : randomId(),
       ts: Date.now()
