@@ -602,22 +602,16 @@ ORDER BY machine_opens DESC, campaign_key
     return Sql(text, params)
 
 
-# ClickHouse reports over ``session_events`` and ``page_events``.
-#
-# ``session_events`` contains the aggregate states of people's events per site, local day,
-# session, visitor and breakdown values. ``page_events`` contains page-view counts and visitor
-# sets per site, local day and path (trackpixel.storage.clickhouse_schema).
-# Merging the states of the range's days per session gives the figures that grouping the
-# range's events by session gives. Distinct counts over the rows equal those over the
-# events. The pipeline marks one event of each session as its start, and that event lies in
-# one row, so counting the rows whose state holds a start counts the sessions that started.
-# So these queries return the rows of the raw queries above while reading about one
-# row per session and day, or per path and day, instead of one per event. They apply to
-# queries without filters or goal; the builders above keep the raw SQL otherwise.
-# ``finalizeAggregation`` gives one row's own figure; rows with the same key that a merge has
-# not yet combined each hold a part, which distinct counts and sums take in as they are.
-
-_STARTED_ROW = "finalizeAggregation(any_started) = 1"
+# ClickHouse reports without filters read tables that the store keeps beside ``events``
+# (trackpixel.storage.clickhouse_schema), and return the rows of the raw queries above:
+# - ``day_figures``: sums per site, dimension, item and local day, such as page views and
+#   sessions started. The pipeline marks one event of each session as its start, so summing
+#   the starts counts the sessions that started.
+# - ``visitor_days``: one row per visitor, dimension item and day, which counts distinct
+#   visitors without a distinct count.
+# - ``session_totals`` and ``session_events``: one row per session, and the aggregate states
+#   per session and day, for the reports that group sessions.
+# The builders above keep the raw SQL for queries with filters or a goal.
 
 
 def _session_where(query: ReportQuery) -> tuple[str, dict[str, Any]]:
@@ -637,28 +631,34 @@ def _first_days(dimension: str, start: str = ":from_day") -> str:
             f"AND local_day <= :to_day AND prev_day < {start}")
 
 
+def _figures_where(dimension: str) -> str:
+    """Return the condition for the ``day_figures`` rows of ``dimension`` in the range."""
+    return (f"site_id = :site_id AND dimension = '{dimension}' AND local_day >= :from_day "
+            f"AND local_day <= :to_day")
+
+
 def totals_clickhouse(query: ReportQuery) -> Sql:
-    """Return the SQL of ``totals`` without filters or goal, from ``session_events`` and
+    """Return the SQL of ``totals`` without filters or goal, from ``day_figures`` and
     ``visitor_days``."""
-    where, params = _session_where(query)
+    _, params = _session_where(query)
     text = f"""
 SELECT
     (SELECT sum(sign) FROM visitor_days WHERE {_first_days('all')}) AS visitors,
-    countIf({_STARTED_ROW}) AS sessions,
-    countIfMerge(page_view_count) AS page_views,
-    countMerge(event_count) AS event_total,
-    countIfMerge(conversion_count) AS conversions,
-    sumIfMerge(conversion_sum) AS conversion_value
-FROM session_events
-WHERE {where}
+    sum(session_count) AS sessions,
+    sum(page_view_count) AS page_views,
+    sum(event_count) AS event_total,
+    sum(conversion_count) AS conversions,
+    sum(conversion_sum) AS conversion_value
+FROM day_figures
+WHERE {_figures_where('all')}
 """
     return Sql(text, params)
 
 
 def series_clickhouse(query: ReportQuery, unit: str, mondays: list[str] | None) -> Sql:
     """Return the SQL of ``series`` by day or week without filters or goal, from
-    ``session_events`` and ``visitor_days``."""
-    where, params = _session_where(query)
+    ``day_figures`` and ``visitor_days``."""
+    _, params = _session_where(query)
     if unit == "day":
         bucket = "local_day"
         # Every row of a day is a visitor of that day.
@@ -674,11 +674,11 @@ def series_clickhouse(query: ReportQuery, unit: str, mondays: list[str] | None) 
 SELECT day, 0 AS hour, visitors, sessions, page_views, conversions
 FROM (
     SELECT {bucket} AS day,
-           countIf({_STARTED_ROW}) AS sessions,
-           countIfMerge(page_view_count) AS page_views,
-           countIfMerge(conversion_count) AS conversions
-    FROM session_events
-    WHERE {where}
+           sum(session_count) AS sessions,
+           sum(page_view_count) AS page_views,
+           sum(conversion_count) AS conversions
+    FROM day_figures
+    WHERE {_figures_where('all')}
     GROUP BY {bucket}
 ) AS figures ANY LEFT JOIN (
     SELECT {bucket} AS day, sum(sign) AS visitors
@@ -692,19 +692,19 @@ ORDER BY day, hour
 
 
 def breakdown_clickhouse(query: ReportQuery, column: str) -> Sql:
-    """Return the SQL of ``breakdown`` by ``column`` without filters, from
-    ``session_events`` and ``visitor_days``."""
-    where, params = _session_where(query)
+    """Return the SQL of ``breakdown`` by ``column`` without filters, from ``day_figures``
+    and ``visitor_days``."""
+    _, params = _session_where(query)
     params["limit"] = query.limit
     text = f"""
 SELECT dimension_key, visitors, sessions, page_views
 FROM (
-    SELECT {column}_value AS dimension_key,
-           countIf({_STARTED_ROW}) AS sessions,
-           countIfMerge(page_view_count) AS page_views
-    FROM session_events
-    WHERE {where}
-    GROUP BY {column}_value
+    SELECT item AS dimension_key,
+           sum(session_count) AS sessions,
+           sum(page_view_count) AS page_views
+    FROM day_figures
+    WHERE {_figures_where(column)}
+    GROUP BY item
 ) AS figures ANY LEFT JOIN (
     SELECT item AS dimension_key, sum(sign) AS visitors
     FROM visitor_days
@@ -718,18 +718,18 @@ LIMIT :limit
 
 
 def top_pages_clickhouse(query: ReportQuery) -> Sql:
-    """Return the SQL of ``top_pages`` without filters, from ``page_events`` and
+    """Return the SQL of ``top_pages`` without filters, from ``day_figures`` and
     ``visitor_days``."""
-    where, params = _session_where(query)
+    _, params = _session_where(query)
     params["limit"] = query.limit
     text = f"""
 SELECT path_key, page_views, visitors, entries
 FROM (
-    SELECT page_path AS path_key, countMerge(view_count) AS page_views,
-           sumMerge(entry_count) AS entries
-    FROM page_events
-    WHERE {where}
-    GROUP BY page_path
+    SELECT item AS path_key, sum(page_view_count) AS page_views,
+           sum(entry_count) AS entries
+    FROM day_figures
+    WHERE {_figures_where('page')}
+    GROUP BY item
     ORDER BY page_views DESC, path_key
     LIMIT :limit
 ) AS figures ANY LEFT JOIN (

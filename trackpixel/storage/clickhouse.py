@@ -500,10 +500,12 @@ class ClickHouseStore:
         """Delete the rows of ``events`` or ``rejected_hits`` matching ``where`` (``:name``
         placeholders) on every server of the store, and wait until the deletion is applied.
 
-        Deleting events also updates ``session_events`` and ``page_events``. When ``where``
-        names only ``site_id`` and ``local_day``, their rows of the same days are deleted.
-        Otherwise the rows of every session, and of every path and day, that had a deleted
-        event are deleted and aggregated again from the events that remain. Every
+        Deleting events also updates ``session_events``, ``page_events`` and
+        ``day_figures``. When ``where`` names only ``site_id`` and ``local_day``, their rows
+        of the same days are deleted. Otherwise the rows of every session, of every path and
+        day, and of every day that had a deleted event are deleted and aggregated again from
+        the events that remain. The ``visitor_days`` rows of the visitors with deleted events
+        are computed again in the same way. Every
         ``session_totals`` row of a session that had a deleted event is deleted, and the
         session gets a row computed from its remaining events.
         ClickHouse deletes through a mutation, which rewrites the affected parts in the
@@ -612,13 +614,14 @@ class ClickHouseStore:
 
     def _delete_events(self, client: Any, events: str, condition: str, params: dict[str, Any],
                        *, by_day: bool) -> None:
-        """Delete matching events of one server and bring its ``session_events`` and
-        ``page_events`` in line."""
+        """Delete matching events of one server and bring its ``session_events``,
+        ``page_events``, ``day_figures`` and, for whole days, ``visitor_days`` in line."""
         sessions, pages = f"session_{events}", f"page_{events}"
+        figures = events.replace("events", "day_figures")
         if by_day:
             # Whole days go, so the day rows of the aggregates go with them.
             visitor_days = events.replace("events", "visitor_days")
-            for table in (events, sessions, pages, visitor_days):
+            for table in (events, sessions, pages, figures, visitor_days):
                 self._mutate(client, table, f"DELETE WHERE {condition}", params)
             # The rows whose previous day went get 1970-01-01 instead: each is cancelled and
             # copied with the new day, and the two rows share a part, as they share a
@@ -635,6 +638,10 @@ class ClickHouseStore:
         for site_id, session_id in client.execute(
                 f"SELECT DISTINCT site_id, session_id FROM {events} WHERE {condition}", params):
             touched_sessions.setdefault(str(site_id), []).append(str(session_id))
+        touched_days: dict[str, list[date]] = {}
+        for site_id, day in client.execute(
+                f"SELECT DISTINCT site_id, local_day FROM {events} WHERE {condition}", params):
+            touched_days.setdefault(str(site_id), []).append(day)
         touched_pages: dict[str, tuple[set[date], set[str]]] = {}
         for site_id, day, path in client.execute(
                 f"SELECT DISTINCT site_id, local_day, ifNull(path, '') FROM {events} "
@@ -663,6 +670,13 @@ class ClickHouseStore:
             client.execute(f"INSERT INTO {pages} " + schema.page_select(
                 events, " AND site_id = %(site)s AND local_day IN %(days)s "
                 "AND ifNull(path, '') IN %(paths)s"), keys)
+        # The sums of every day that had a deleted event are computed again.
+        for site_id, site_days in touched_days.items():
+            day_keys: dict[str, Any] = {"site": site_id, "days": tuple(sorted(site_days))}
+            match = "site_id = %(site)s AND local_day IN %(days)s"
+            self._mutate(client, figures, f"DELETE WHERE {match}", day_keys)
+            client.execute(f"INSERT INTO {figures} "
+                           + schema.day_figures_select(events, f" AND {match}"), day_keys)
 
     def _mutate(self, client: Any, table: str, mutation: str, params: dict[str, Any]) -> None:
         client.execute(f"ALTER TABLE {table} {mutation}", params)

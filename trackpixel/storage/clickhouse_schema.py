@@ -277,6 +277,55 @@ def totals_select(source: str, version: int, extra: str = "") -> str:
             f"FROM {source} WHERE 1 = 1{extra} GROUP BY site_id, session_key")
 
 
+# ``day_figures`` holds sums of people's events per site, dimension, item and local day:
+# events, page views, sessions started (a session has one starting event), entries (page
+# views that started a session), conversions and their value. Every figure adds up across
+# rows, so a SummingMergeTree keeps one row per key after merges, and reports sum the rows
+# without caring whether a merge ran. The dimensions are those of ``visitor_days`` that
+# apply to every event, and ``page`` for page views; a materialized view fills it from every
+# insert into ``events``. Reports read a few rows per day here instead of one row per
+# session and day in ``session_events``.
+DAY_FIGURE_COLUMNS = """
+    site_id LowCardinality(String),
+    dimension LowCardinality(String),
+    item LowCardinality(String),
+    local_day Date,
+    event_count UInt64,
+    page_view_count UInt64,
+    session_count UInt64,
+    entry_count UInt64,
+    conversion_count UInt64,
+    conversion_sum Float64
+"""
+
+DAY_FIGURE_ENGINE = """ENGINE = SummingMergeTree
+PARTITION BY toYYYYMM(local_day)
+ORDER BY (site_id, dimension, local_day, item)"""
+
+DAY_FIGURE_DIMENSIONS = ("all", "device_type", "browser", "os", "country", "page")
+
+
+def day_figures_select(source: str, extra: str = "") -> str:
+    """Return the SELECT that sums the people's events of ``source`` into ``day_figures``
+    rows; ``extra`` is more WHERE text, starting with `` AND``."""
+    pairs = ", ".join(
+        f"('{dimension.name}', {dimension.item_sql})" for dimension in VISITOR_DIMENSIONS
+        if dimension.name in DAY_FIGURE_DIMENSIONS and dimension.condition_sql == "1 = 1")
+    page = next(d for d in VISITOR_DIMENSIONS if d.name == "page")
+    return (
+        "SELECT site_id, toLowCardinality(figure_key.1) AS dimension, "
+        "toLowCardinality(figure_key.2) AS item, local_day, "
+        "count() AS event_count, countIf(kind = 'page_view') AS page_view_count, "
+        "sum(session_start) AS session_count, "
+        "sumIf(session_start, kind = 'page_view') AS entry_count, "
+        "countIf(kind = 'custom') AS conversion_count, "
+        "sumIf(ifNull(value, 0), kind = 'custom') AS conversion_sum "
+        f"FROM {source} ARRAY JOIN arrayFilter(pair -> pair.1 != '', [{pairs}, "
+        f"(if({page.condition_sql}, 'page', ''), {page.item_sql})]) AS figure_key "
+        f"WHERE is_bot = 0 AND machine_open = 0{extra} "
+        "GROUP BY site_id, dimension, item, local_day")
+
+
 # One ``visitor_days`` row says that a visitor had people's events (no bots, no machine
 # email opens) on a local day, counted under one ``item`` of a ``dimension``: the device type,
 # browser, OS or country of any event, the path of a page view, or a value of the event that
@@ -517,6 +566,23 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
         fill_visitor_days=True,
     ),
+    Migration(
+        name="0007_day_figures",
+        # ``{figures}`` is ``day_figures`` on one server and ``day_figures_local`` on a
+        # shard, filled from that server's events table.
+        local=(
+            f"CREATE TABLE IF NOT EXISTS {{db}}.{{figures}} ({DAY_FIGURE_COLUMNS}) "
+            f"{DAY_FIGURE_ENGINE}",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{figures}_mv "
+            "TO {db}.{figures} AS " + "{figures_select}",
+            # Events stored before the view existed, as for ``session_events``.
+            "INSERT INTO {db}.{figures} {figures_select}",
+        ),
+        distributed=(
+            "CREATE TABLE IF NOT EXISTS {db}.day_figures AS {db}.day_figures_local "
+            "ENGINE = Distributed({cluster}, {db}, day_figures_local, rand())",
+        ),
+    ),
 )
 
 
@@ -526,7 +592,8 @@ def table_names(database: str, cluster: str | None) -> dict[str, str]:
     suffix = "_local" if cluster else ""
     return {"db": database, "cluster": cluster or "", "events": f"events{suffix}",
             "rejected": f"rejected_hits{suffix}", "totals": f"session_totals{suffix}",
-            "days": f"visitor_days{suffix}"}
+            "days": f"visitor_days{suffix}", "figures": f"day_figures{suffix}",
+            "figures_select": day_figures_select(f"{database}.events{suffix}")}
 
 # The version of the rows that ``fill_session_totals`` writes; rows written later get the
 # time in nanoseconds, which is larger.
