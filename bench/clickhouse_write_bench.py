@@ -1,5 +1,6 @@
-"""Time the ClickHouse store's write path: events stored in processor-sized batches, with
-and without the ``session_totals`` refresh after each batch, in microseconds per event.
+"""Time the ClickHouse store's write path: events stored in processor-sized batches, in
+microseconds per event, without the rows the store writes after each batch, with the
+``session_totals`` refresh, and with that refresh and the ``visitor_days`` rows.
 
 Events come from ``generate_rows`` of bench/dashboard_bench.py and are sorted by time, so
 each batch mixes the events of many open sessions, as live traffic does. Each run writes
@@ -17,6 +18,7 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent / "tests"))
@@ -31,27 +33,36 @@ from trackpixel.storage.records import EVENT_COLUMNS, EventRow, ProcessedBatch  
 
 
 def time_writes(url: str, events: list[EventRow], batch: int,
-                session_rows: bool) -> tuple[float, float]:
-    """Store ``events`` in batches into the empty database of ``url``; return the total
-    seconds and the seconds spent refreshing ``session_totals``."""
+                parts: tuple[str, ...]) -> tuple[float, dict[str, float]]:
+    """Store ``events`` in batches into the empty database of ``url``, running only the
+    after-batch steps named in ``parts`` (``_refresh_sessions``, ``link_visitor_days``);
+    return the total seconds and the seconds spent in each step."""
     store = ClickHouseStore(url)
-    refresh = store._refresh_sessions
-    refresh_seconds = 0.0
+    spent = dict.fromkeys(STEPS, 0.0)
 
-    def timed_refresh(touched: list[EventRow]) -> None:
-        nonlocal refresh_seconds
-        started = time.perf_counter()
-        if session_rows:
-            refresh(touched)
-        refresh_seconds += time.perf_counter() - started
+    def timed(name: str) -> Any:
+        step = getattr(store, name)
 
-    store._refresh_sessions = timed_refresh  # type: ignore[method-assign]
+        def run(touched: list[EventRow]) -> None:
+            started = time.perf_counter()
+            if name in parts:
+                step(touched)
+            spent[name] += time.perf_counter() - started
+        return run
+
+    for name in STEPS:
+        setattr(store, name, timed(name))
     started = time.perf_counter()
     for start in range(0, len(events), batch):
         store.write_batch(ProcessedBatch("spool", start, events[start:start + batch], [], []))
     elapsed = time.perf_counter() - started
     store.close()
-    return elapsed, refresh_seconds
+    return elapsed, spent
+
+
+STEPS = ("_refresh_sessions", "link_visitor_days")
+RUNS = (("no rows after batches", ()), ("session rows", STEPS[:1]),
+        ("session and visitor rows", STEPS))
 
 
 def main() -> None:
@@ -81,13 +92,14 @@ def main() -> None:
             base = f"clickhouse://127.0.0.1:{server.tcp_port}"
         try:
             stamp = time.time_ns()
-            for session_rows in (False, True):
-                label = "with" if session_rows else "without"
-                url = f"{base.rstrip('/')}/write_bench_{label}_{stamp}"
-                elapsed, refresh = time_writes(url, events, args.batch, session_rows)
-                print(f"{len(events)} events in batches of {args.batch}, {label} session rows: "
-                      f"{elapsed:.1f} s, {elapsed / len(events) * 1e6:.0f} µs per event "
-                      f"({refresh / len(events) * 1e6:.0f} µs in the session refresh)")
+            for index, (label, parts) in enumerate(RUNS):
+                url = f"{base.rstrip('/')}/write_bench_{index}_{stamp}"
+                elapsed, spent = time_writes(url, events, args.batch, parts)
+                steps = ", ".join(f"{spent[name] / len(events) * 1e6:.0f} µs in {name}"
+                                  for name in parts)
+                print(f"{len(events)} events in batches of {args.batch}, {label}: "
+                      f"{elapsed:.1f} s, {elapsed / len(events) * 1e6:.0f} µs per event"
+                      + (f" ({steps})" if steps else ""))
         finally:
             if server is not None:
                 server.stop()

@@ -45,7 +45,8 @@ def test_migrations_apply_once(clickhouse: ClickHouseServer) -> None:  # noqa: F
     first = ClickHouseStore(url, apply_migrations=False)
     assert first.migrate() == ["0001_initial", "0002_copy_checkpoints", "0003_session_events",
                                "0004_event_properties", "0005_session_totals",
-                               "0006_visitor_days", "0007_day_figures"]
+                               "0006_visitor_days", "0007_day_figures",
+                               "0008_session_spans"]
     assert first.migrate() == []
     types = dict(first.execute(
         "SELECT name, type FROM system.columns WHERE database = 'schema_check' "

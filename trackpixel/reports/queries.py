@@ -830,6 +830,21 @@ def _live(rows: str) -> str:
             f"SELECT session_key, version FROM session_totals WHERE {rows} AND sign = -1)")
 
 
+def _crossing_sessions(query: ReportQuery, figures: list[SessionFigure]) -> str:
+    """Return a SELECT with one row per session that has events in the range and before or
+    after it, and the ``figures`` of its events in the range as columns."""
+    where, _ = _session_where(query)
+    merged = ", ".join(f"{expression} AS {name}" for name, _, expression in figures)
+    return f"""SELECT {merged}
+    FROM session_events
+    WHERE {where} AND session_key GLOBAL IN (
+        SELECT session_key FROM session_totals WHERE {_live(_CROSSING_START)}
+        UNION ALL
+        SELECT session_key FROM session_totals WHERE {_live(_CROSSING_END)})
+      AND {_CROSSING_DAYS}
+    GROUP BY session_key"""
+
+
 def _sessions_clickhouse(query: ReportQuery, figures: list[SessionFigure],
                          outer_condition: str) -> tuple[str, dict[str, Any]]:
     """Return a subquery with one row per session that has events in the range, and the
@@ -840,41 +855,50 @@ def _sessions_clickhouse(query: ReportQuery, figures: list[SessionFigure],
     caller keeps meets.
     Rows of the sessions inside the range that fail it are left out early, because
     ClickHouse 18.16 does not move the caller's condition into a UNION ALL."""
-    where, params = _session_where(query)
+    _, params = _session_where(query)
     stored = ", ".join(f"{column} AS {name}" for name, column, _ in figures)
-    merged = ", ".join(f"{expression} AS {name}" for name, _, expression in figures)
     text = f"""(
     SELECT {stored}
     FROM session_totals
     WHERE {_live(_INSIDE)} AND {outer_condition}
     UNION ALL
-    SELECT {merged}
-    FROM session_events
-    WHERE {where} AND session_key GLOBAL IN (
-        SELECT session_key FROM session_totals WHERE {_live(_CROSSING_START)}
-        UNION ALL
-        SELECT session_key FROM session_totals WHERE {_live(_CROSSING_END)})
-      AND {_CROSSING_DAYS}
-    GROUP BY session_key
+    {_crossing_sessions(query, figures)}
 )"""
     return text, params
 
 
 def session_stats_clickhouse(query: ReportQuery) -> Sql:
-    """Return the SQL of ``session_stats`` without filters, from ``session_totals``."""
-    sessions, params = _sessions_clickhouse(query, [
+    """Return the SQL of ``session_stats`` without filters: the sessions inside the range
+    from ``session_spans``, those crossing its first or last day from ``session_events``.
+
+    The mean length is the total length over the sessions, in milliseconds, divided by
+    their number, which equals the mean of the lengths but for rounding of the last
+    digits."""
+    _, params = _session_where(query)
+    crossing = _crossing_sessions(query, [
         ("hits", "browser_hits", "countIfMerge(browser_hits)"),
         ("first_ts", "browser_first_ts", "minIfMerge(browser_first_ts)"),
         ("last_ts", "browser_last_ts", "maxIfMerge(browser_last_ts)"),
         ("started", "browser_started", "maxIfMerge(browser_started)"),
-    ], "browser_started = 1")
+    ])
     text = f"""
-SELECT
-    COUNT(*) AS sessions,
-    SUM(CASE WHEN hits = 1 THEN 1 ELSE 0 END) AS bounces,
-    AVG((last_ts - first_ts) / 1000.0) AS mean_duration_s
-FROM {sessions} AS per_session
-WHERE started = 1
+SELECT sessions, bounces,
+       if(sessions = 0, NULL, duration_ms / 1000.0 / sessions) AS mean_duration_s
+FROM (
+    SELECT sum(part_started) AS sessions, sum(part_bounces) AS bounces,
+           sum(part_duration) AS duration_ms
+    FROM (
+        SELECT toInt64(sum(started)) AS part_started, toInt64(sum(bounces)) AS part_bounces,
+               toInt64(sum(duration_ms)) AS part_duration
+        FROM session_spans
+        WHERE {_INSIDE}
+        UNION ALL
+        SELECT toInt64(count()) AS part_started, toInt64(countIf(hits = 1)) AS part_bounces,
+               toInt64(sum(toInt64(last_ts) - toInt64(first_ts))) AS part_duration
+        FROM ({crossing}) AS per_session
+        WHERE started = 1
+    ) AS parts
+) AS figures
 """
     return Sql(text, params)
 
@@ -959,13 +983,16 @@ def funnel_matches_clickhouse(query: ReportQuery,
     where, params = dashboard_where(query, dialect="clickhouse")
     params["max_rows"] = max_rows
     tests, flags = _funnel_step_tests(conditions, "clickhouse", params)
-    matching = f"{where} AND ({' OR '.join(tests)})"
+    # The step tests select few of the range's events, so PREWHERE applies them first and
+    # reads the other columns only where they match.
+    matching = f"PREWHERE {' OR '.join(tests)} WHERE {where}"
     text = f"""
 SELECT visitor_id, ts, {flags}
 FROM events
-WHERE {matching}
-  AND ((SELECT count() FROM events WHERE {matching}) >= :max_rows
-       OR visitor_key GLOBAL IN (SELECT visitor_key FROM events WHERE {where} AND {tests[0]}))
+{matching}
+  AND ((SELECT count() FROM events {matching}) >= :max_rows
+       OR visitor_key GLOBAL IN (SELECT visitor_key FROM events PREWHERE {tests[0]}
+                                 WHERE {where}))
 ORDER BY visitor_id, ts
 LIMIT :max_rows
 """

@@ -328,9 +328,7 @@ class ClickHouseStore:
             # or none until the batch is replayed, and the replay cancels every live row.
             cancels = " UNION ALL " + schema.CANCEL_SELECT
             params.update(cancel_keys=[row[0] for row in live],
-                          cancel_versions=[row[1] for row in live],
-                          cancel_first_days=[row[2].isoformat() for row in live],
-                          cancel_last_days=[row[3].isoformat() for row in live])
+                          cancel_versions=[row[1] for row in live])
             first_day = min(first_day, *(row[2] for row in live))
             last_day = max(last_day, *(row[3] for row in live))
         params.update(low=first_day, high=last_day)
@@ -592,6 +590,15 @@ class ClickHouseStore:
         then insert their rows computed from the remaining ``session_events`` rows."""
         totals = "session_totals_local" if self.url.cluster else "session_totals"
         match = "site_id = %(site)s AND session_key IN (SELECT arrayJoin(%(keys)s))"
+        # ``session_spans`` takes back what the rows to delete added, as a cancel row would.
+        # NOTE: when the deletion below fails after this INSERT, the sessions' sums stay
+        # taken back until the deletion is retried, which finds no events to delete.
+        for site_id, (keys, _, _) in touched.items():
+            self.client.execute(
+                "INSERT INTO session_spans SELECT site_id, first_day, last_day, "
+                "-started, -bounces, -duration_ms FROM ("
+                + schema.span_select("session_totals", f" AND {match}") + ")",
+                {"site": site_id, "keys": keys}, settings=_long_query(len(keys)))
         for host, port in servers:
             client = self._connect(host, port, self.url.database)
             try:

@@ -211,13 +211,12 @@ def page_select(source: str, extra: str = "") -> str:
 # One ``session_totals`` row contains the figures of one whole session (all its people's
 # events, every day), computed from its ``session_events`` rows when the store writes, so a
 # session report reads one row per session instead of merging states per query. A session
-# gets a new row, with a larger ``version``, whenever it changes. The row that it replaces is
-# cancelled by a row with the same ``session_key`` and ``version`` and ``sign`` = -1, which
-# repeats only the sorting key, the days and the version. Reports take ``sign`` = 1 rows whose
-# (session_key, version) has no cancel row, so their results do not depend on whether a
-# merge has collapsed the pair yet. ``first_day`` and ``last_day`` are the first and last
-# local days of the session's events. A report computes the sessions that cross its range's
-# first or last day from ``session_events`` instead.
+# gets a new row, with a larger ``version``, whenever it changes. The row that it replaces
+# is cancelled by a copy of it with ``sign`` = -1 (``CANCEL_SELECT``). Reports take
+# ``sign`` = 1 rows whose (session_key, version) has no cancel row, so their results do not
+# depend on whether a merge has collapsed the pair yet. ``first_day`` and ``last_day`` are
+# the first and last local days of the session's events. A report computes the sessions that
+# cross its range's first or last day from ``session_events`` instead.
 TOTALS_FIGURES: tuple[tuple[str, str, str], ...] = (
     # (column, type, expression over the session's ``session_events`` rows)
     # The least visitor id of the session, and of its page views, hashed as the raw reports'
@@ -253,18 +252,47 @@ PARTITION BY (toYYYYMM(first_day), toYYYYMM(last_day))
 ORDER BY (site_id, first_day, session_key, version)"""
 
 
-_TYPE_DEFAULTS = {"UInt8": "toUInt8(0)", "UInt64": "toUInt64(0)", "Float64": "toFloat64(0)",
-                  "String": "''"}
-# Cancel rows, in column order, from four parallel array parameters: ``cancel_keys`` (the
-# session keys), ``cancel_versions``, ``cancel_first_days`` and ``cancel_last_days``. The
-# figures are left at their defaults.
+# Cancel rows, in column order: copies with ``sign`` = -1 of the live rows of
+# ``session_totals`` whose (session key, version) pairs are in the parallel array parameters
+# ``cancel_keys`` and ``cancel_versions``. A cancel row repeats every figure, so sums weighted
+# by ``sign`` equal those over the live rows, as ``session_spans`` computes them.
 CANCEL_SELECT = (
-    "SELECT toLowCardinality(%(site)s), toDate(cancel_first_day), toDate(cancel_last_day), "
-    "cancel_key, cancel_version, toInt8(-1), "
-    + ", ".join(_TYPE_DEFAULTS[kind] for _, kind, _ in TOTALS_FIGURES)
-    + " FROM system.one ARRAY JOIN %(cancel_keys)s AS cancel_key, "
-    "%(cancel_versions)s AS cancel_version, %(cancel_first_days)s AS cancel_first_day, "
-    "%(cancel_last_days)s AS cancel_last_day")
+    "SELECT site_id, first_day, last_day, session_key, version, toInt8(-1), "
+    + ", ".join(column for column, _, _ in TOTALS_FIGURES)
+    + " FROM session_totals WHERE site_id = %(site)s AND sign = 1 "
+    "AND (session_key, version) IN (SELECT cancel_key, cancel_version FROM system.one "
+    "ARRAY JOIN %(cancel_keys)s AS cancel_key, %(cancel_versions)s AS cancel_version)")
+
+
+# ``session_spans`` sums the sessions started in the browser per site, first day and last
+# day: how many, how many bounced (one pixel or beacon hit) and their total length in
+# milliseconds. A materialized view adds every row written to ``session_totals``, weighted by
+# its ``sign``, so a cancel row takes back what its row added. A report over the sessions
+# inside its range reads a few rows per day here instead of one row per session.
+SPAN_COLUMNS = """
+    site_id LowCardinality(String),
+    first_day Date,
+    last_day Date,
+    started Int64,
+    bounces Int64,
+    duration_ms Int64
+"""
+
+SPAN_ENGINE = """ENGINE = SummingMergeTree
+PARTITION BY toYYYYMM(first_day)
+ORDER BY (site_id, first_day, last_day)"""
+
+
+def span_select(source: str, extra: str = "") -> str:
+    """Return the SELECT that sums the rows of ``source`` (``session_totals`` columns) into
+    ``session_spans`` rows, weighted by ``sign``; ``extra`` is more WHERE text, starting
+    with `` AND``."""
+    started = "sign * browser_started"
+    length = "(toInt64(browser_last_ts) - toInt64(browser_first_ts))"
+    return (f"SELECT site_id, first_day, last_day, toInt64(sum({started})) AS started, "
+            f"toInt64(sum({started} * (browser_hits = 1))) AS bounces, "
+            f"toInt64(sum({started} * {length})) AS duration_ms "
+            f"FROM {source} WHERE 1 = 1{extra} GROUP BY site_id, first_day, last_day")
 
 
 def totals_select(source: str, version: int, extra: str = "") -> str:
@@ -583,6 +611,23 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ENGINE = Distributed({cluster}, {db}, day_figures_local, rand())",
         ),
     ),
+    Migration(
+        name="0008_session_spans",
+        # ``{spans}`` is ``session_spans`` on one server and ``session_spans_local`` on a
+        # shard, filled from that server's ``{totals}``. The first statements add the live
+        # rows stored before the view existed; cancel rows written before this migration
+        # repeat no figures, so the fill skips them and the rows they cancel.
+        local=(
+            f"CREATE TABLE IF NOT EXISTS {{db}}.{{spans}} ({SPAN_COLUMNS}) {SPAN_ENGINE}",
+            "INSERT INTO {db}.{spans} {spans_fill}",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{spans}_mv TO {db}.{spans} AS "
+            "{spans_select}",
+        ),
+        distributed=(
+            "CREATE TABLE IF NOT EXISTS {db}.session_spans AS {db}.session_spans_local "
+            "ENGINE = Distributed({cluster}, {db}, session_spans_local, rand())",
+        ),
+    ),
 )
 
 
@@ -593,7 +638,13 @@ def table_names(database: str, cluster: str | None) -> dict[str, str]:
     return {"db": database, "cluster": cluster or "", "events": f"events{suffix}",
             "rejected": f"rejected_hits{suffix}", "totals": f"session_totals{suffix}",
             "days": f"visitor_days{suffix}", "figures": f"day_figures{suffix}",
-            "figures_select": day_figures_select(f"{database}.events{suffix}")}
+            "figures_select": day_figures_select(f"{database}.events{suffix}"),
+            "spans": f"session_spans{suffix}",
+            "spans_select": span_select(f"{database}.session_totals{suffix}"),
+            "spans_fill": span_select(
+                f"{database}.session_totals{suffix}",
+                f" AND sign = 1 AND (session_key, version) NOT IN (SELECT session_key, version "
+                f"FROM {database}.session_totals{suffix} WHERE sign = -1)")}
 
 # The version of the rows that ``fill_session_totals`` writes; rows written later get the
 # time in nanoseconds, which is larger.
