@@ -336,6 +336,8 @@ def acquisition(query: ReportQuery, columns: tuple[str, ...], *, dialect: str = 
     firsts = ", ".join(f"first_{column}" for column in columns)
     dimension = _ACQUISITION_DIMENSIONS.get((columns, require))
     if dialect == "clickhouse" and not query.filters and not goal and dimension:
+        sessions, params = _per_session_clickhouse(query, needed, require, weighted=True)
+        params["limit"] = query.limit
         return _acquisition_clickhouse(query, columns, sessions, params, required, dimension)
     text = f"""
 SELECT {firsts},
@@ -756,7 +758,7 @@ _ACQUISITION_DIMENSIONS = {
 def _acquisition_clickhouse(query: ReportQuery, columns: tuple[str, ...], sessions: str,
                             params: dict[str, Any], required: str, dimension: str) -> Sql:
     """Return the SQL of ``acquisition`` without filters or goal: sessions and conversions
-    from the per-session subquery, visitors from ``visitor_days``."""
+    from the per-session subquery with weights, visitors from ``visitor_days``."""
     firsts = ", ".join(f"first_{column}" for column in columns)
     if len(columns) == 1:
         key = f"first_{columns[0]}"
@@ -766,11 +768,13 @@ def _acquisition_clickhouse(query: ReportQuery, columns: tuple[str, ...], sessio
 SELECT {firsts}, sessions, visitors, conversions, conversion_value
 FROM (
     SELECT {firsts}, {key} AS group_key,
-           COUNT(*) AS sessions,
-           SUM(session_conversions) AS conversions, SUM(session_value) AS conversion_value
+           sum(weight) AS sessions,
+           sum(weight * session_conversions) AS conversions,
+           sum(weight * session_value) AS conversion_value
     FROM {sessions} AS per_session
     WHERE started = 1{required}
     GROUP BY {firsts}
+    HAVING sessions != 0
 ) AS figures ANY LEFT JOIN (
     SELECT item AS group_key, sum(sign) AS visitors
     FROM visitor_days
@@ -846,7 +850,8 @@ def _crossing_sessions(query: ReportQuery, figures: list[SessionFigure]) -> str:
 
 
 def _sessions_clickhouse(query: ReportQuery, figures: list[SessionFigure],
-                         outer_condition: str) -> tuple[str, dict[str, Any]]:
+                         outer_condition: str, *,
+                         weighted: bool = False) -> tuple[str, dict[str, Any]]:
     """Return a subquery with one row per session that has events in the range, and the
     ``figures`` of its events in the range as columns.
 
@@ -854,15 +859,22 @@ def _sessions_clickhouse(query: ReportQuery, figures: list[SessionFigure],
     ``outer_condition`` is a condition on ``session_totals`` columns that every session the
     caller keeps meets.
     Rows of the sessions inside the range that fail it are left out early, because
-    ClickHouse 18.16 does not move the caller's condition into a UNION ALL."""
+    ClickHouse 18.16 does not move the caller's condition into a UNION ALL.
+    With ``weighted`` the subquery has a ``weight`` column, and the sessions inside the
+    range come with their replaced rows and the cancel rows, weighted by ``sign``: the
+    caller sums weights and weighted figures, which skips looking up the cancel rows."""
     _, params = _session_where(query)
     stored = ", ".join(f"{column} AS {name}" for name, column, _ in figures)
+    if weighted:
+        inside = f"SELECT sign AS weight, {stored} FROM session_totals WHERE {_INSIDE}"
+        crossing = _crossing_sessions(query, [("weight", "sign", "toInt8(1)"), *figures])
+    else:
+        inside = f"SELECT {stored} FROM session_totals WHERE {_live(_INSIDE)}"
+        crossing = _crossing_sessions(query, figures)
     text = f"""(
-    SELECT {stored}
-    FROM session_totals
-    WHERE {_live(_INSIDE)} AND {outer_condition}
+    {inside} AND {outer_condition}
     UNION ALL
-    {_crossing_sessions(query, figures)}
+    {crossing}
 )"""
     return text, params
 
@@ -910,16 +922,16 @@ def entry_pages_clickhouse(query: ReportQuery) -> Sql:
         ("page_views", "page_view_count", "countIfMerge(page_view_count)"),
         ("has_entry", "page_entry_started", "maxIfMerge(page_entry_started)"),
         ("entry_path", "page_entry_path", "maxIfMerge(page_entry_path)"),
-    ], "page_entry_started = 1")
+    ], "page_entry_started = 1", weighted=True)
     params["limit"] = query.limit
     text = f"""
 SELECT entry_path, entries, visitors, bounces
 FROM (
-    SELECT entry_path, COUNT(*) AS entries,
-           SUM(CASE WHEN page_views = 1 THEN 1 ELSE 0 END) AS bounces
+    SELECT entry_path, sum(weight) AS entries, sum(weight * (page_views = 1)) AS bounces
     FROM {sessions} AS per_session
     WHERE has_entry = 1
     GROUP BY entry_path
+    HAVING entries != 0
 ) AS figures ANY LEFT JOIN (
     SELECT item AS entry_path, sum(sign) AS visitors
     FROM visitor_days
@@ -953,7 +965,8 @@ LIMIT :limit
 
 
 def _per_session_clickhouse(query: ReportQuery, columns: tuple[str, ...],
-                            require: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
+                            require: tuple[str, ...], *,
+                            weighted: bool = False) -> tuple[str, dict[str, Any]]:
     """Return the subquery of ``_per_session``, with the same columns, without filters or
     goal, from ``session_totals``."""
     outer_condition = "any_started = 1"
@@ -967,7 +980,7 @@ def _per_session_clickhouse(query: ReportQuery, columns: tuple[str, ...],
           for column in columns),
         ("session_conversions", "conversion_count", "countIfMerge(conversion_count)"),
         ("session_value", "conversion_sum", "sumIfMerge(conversion_sum)"),
-    ], outer_condition)
+    ], outer_condition, weighted=weighted)
 
 
 def funnel_matches_clickhouse(query: ReportQuery,
