@@ -101,8 +101,14 @@ def _closing_parenthesis(sql: str, opening: int) -> int:
     raise ValueError(f"unbalanced parentheses in SQL: {sql!r}")
 
 
+# Driver values that SQLite returns as they are; checked first, as most values are these.
+_PLAIN_TYPES = frozenset((int, str, type(None)))
+
+
 def normalize_value(value: Any) -> Any:
     """Convert one driver value to what SQLite would return for the same column."""
+    if type(value) in _PLAIN_TYPES:
+        return value
     if isinstance(value, datetime):
         return value.isoformat(sep=" ")
     if isinstance(value, date):
@@ -118,4 +124,5 @@ def normalize_value(value: Any) -> Any:
 
 
 def normalize_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    return tuple(normalize_value(value) for value in row)
+    plain = _PLAIN_TYPES
+    return tuple(value if type(value) in plain else normalize_value(value) for value in row)
