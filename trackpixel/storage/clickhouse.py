@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -52,6 +53,8 @@ CONNECT_TIMEOUT_S = 5
 SEND_RECEIVE_TIMEOUT_S = 120
 # Ids sent in one ``IN (...)`` lookup.
 LOOKUP_CHUNK = 5000
+# Visitor days whose ``visitor_days`` items a store remembers, about 1 KB each.
+KNOWN_DAYS_LIMIT = 100_000
 
 _LOCAL_DAY_INDEX = EVENT_COLUMNS.index("local_day")
 # The columns of an inserted event: the EventRow fields, then the property arrays.
@@ -132,6 +135,11 @@ class ClickHouseStore:
         # process starts, after a failed insert and after a batch that was partly stored.
         self._verified_spools: set[str] = set()
         self._last_version = 0
+        # The (dimension, item) pairs known to have a live ``visitor_days`` row, per site,
+        # visitor id and day: written or read by this store since the last deletion.
+        self._known_days: OrderedDict[tuple[str, str, date], set[tuple[str, str]]] = (
+            OrderedDict())
+        self._deletions: Any = None
         if apply_migrations:
             self.migrate()
 
@@ -241,6 +249,7 @@ class ClickHouseStore:
             return self._write_batch(batch)
         except _driver_errors() as exc:
             self._verified_spools.discard(batch.spool)
+            self._known_days.clear()
             raise StoreUnavailable(f"ClickHouse insert into {self.url.host}:{self.url.port} "
                                    f"failed: {exc}") from exc
 
@@ -354,14 +363,47 @@ class ClickHouseStore:
             items = wanted.setdefault(event.site_id, {}).setdefault(event.visitor_id, set())
             items.update((dimension, item, day)
                          for dimension, item in schema.visitor_items(event))
+        if wanted:
+            self._forget_known_days_after_deletions()
         for site_id, visitors in wanted.items():
-            ids = sorted(visitors)
+            # Most events repeat a visitor's items of the day, whose rows exist already.
+            ids = sorted(visitor_id for visitor_id, items in visitors.items()
+                         if not self._known(site_id, visitor_id, items))
             for start in range(0, len(ids), LOOKUP_CHUNK):
                 chunk = ids[start:start + LOOKUP_CHUNK]
                 by_key: dict[int, set[tuple[str, str, date]]] = {}
                 for visitor_id, key in self._visitor_keys(chunk).items():
                     by_key.setdefault(key, set()).update(visitors[visitor_id])
                 self._link_days(site_id, by_key)
+                for visitor_id in chunk:
+                    self._remember(site_id, visitor_id, visitors[visitor_id])
+
+    def _known(self, site_id: str, visitor_id: str, items: set[tuple[str, str, date]]) -> bool:
+        for dimension, item, day in items:
+            known = self._known_days.get((site_id, visitor_id, day))
+            if known is None or (dimension, item) not in known:
+                return False
+        return True
+
+    def _remember(self, site_id: str, visitor_id: str,
+                  items: set[tuple[str, str, date]]) -> None:
+        for dimension, item, day in items:
+            key = (site_id, visitor_id, day)
+            self._known_days.setdefault(key, set()).add((dimension, item))
+            self._known_days.move_to_end(key)
+        while len(self._known_days) > KNOWN_DAYS_LIMIT:
+            self._known_days.popitem(last=False)
+
+    def _forget_known_days_after_deletions(self) -> None:
+        """Forget the known rows when ``visitor_days`` had a deletion since the last check,
+        from this process or another (erasure, retention)."""
+        deletions = self.client.execute(
+            "SELECT cityHash64(arrayStringConcat(arraySort(groupArray(mutation_id)), ',')) "
+            "FROM system.mutations WHERE database = %(db)s AND table LIKE 'visitor_days%%'",
+            {"db": self.url.database})[0][0]
+        if deletions != self._deletions:
+            self._known_days.clear()
+            self._deletions = deletions
 
     def _visitor_keys(self, visitor_ids: list[str]) -> dict[str, int]:
         """Return the ``visitor_key`` of each visitor id, hashed by ClickHouse itself."""
@@ -408,6 +450,7 @@ class ClickHouseStore:
     def expect_replay(self, spool: str) -> None:
         """Check the next batches of ``spool`` against stored ids, as after a failed insert."""
         self._verified_spools.discard(spool)
+        self._known_days.clear()
 
     def _split_duplicates(
             self, events: list[EventRow]) -> tuple[list[EventRow], list[RejectedRow]]:
