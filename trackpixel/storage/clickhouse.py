@@ -845,9 +845,11 @@ _LOCAL_DAY_WORD = re.compile(r"\blocal_day\b")
 
 def chain_changes(days: list[date], stored: list[tuple[date, date, int]],
                   ) -> list[tuple[date, date, int]]:
-    """Return the (day, prev_day, sign) rows that turn the ``stored`` rows of one visitor,
-    dimension and item, given as (day, prev_day, live count), into one live row for each of
-    the sorted ``days``, whose ``prev_day`` is the day before it in the list."""
+    """Return the (day, prev_day, sign) rows to insert for one visitor, dimension and item.
+
+    ``stored`` lists the stored rows as (day, prev_day, live count). After the insert, each
+    of the sorted ``days`` has one live row, whose ``prev_day`` is the day before it in the
+    list, and no other row is live."""
     wanted = dict(zip(days, [NO_DAY, *days[:-1]], strict=True))
     changes: list[tuple[date, date, int]] = []
     for day, prev_day, live in stored:

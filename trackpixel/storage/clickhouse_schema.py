@@ -305,7 +305,7 @@ def totals_select(source: str, version: int, extra: str = "") -> str:
             f"FROM {source} WHERE 1 = 1{extra} GROUP BY site_id, session_key")
 
 
-# ``day_figures`` holds sums of people's events per site, dimension, item and local day:
+# ``day_figures`` contains sums of people's events per site, dimension, item and local day:
 # events, page views, sessions started (a session has one starting event), entries (page
 # views that started a session), conversions and their value. Every figure adds up across
 # rows, so a SummingMergeTree keeps one row per key after merges, and reports sum the rows
@@ -354,7 +354,7 @@ def day_figures_select(source: str, extra: str = "") -> str:
         "GROUP BY site_id, dimension, item, local_day")
 
 
-# One ``visitor_days`` row says that a visitor had people's events (no bots, no machine
+# One ``visitor_days`` row records that a visitor had people's events (no bots, no machine
 # email opens) on a local day, counted under one ``item`` of a ``dimension``: the device type,
 # browser, OS or country of any event, the path of a page view, or a value of the event that
 # started a session (its entry path, channel, referrer host or UTM parameters). ``prev_day``
@@ -457,9 +457,10 @@ def visitor_items(event: EventRow) -> list[tuple[str, str]]:
 
 
 def visitor_days_select(source: str, dimension: VisitorDimension, extra: str = "") -> str:
-    """Return the SELECT that computes the ``visitor_days`` rows, in column order, of one
-    dimension from every people's event of ``source``; ``extra`` is more WHERE text, starting
-    with `` AND``."""
+    """Return the SELECT that computes the ``visitor_days`` rows of one dimension, in column
+    order, from every people's event of ``source``.
+
+    ``extra`` is more WHERE text, starting with `` AND``."""
     return (
         f"SELECT site_id, '{dimension.name}', item, days[position], visitor_key, "
         f"if(position = 1, toDate(0), days[position - 1]), toInt8(1) "
@@ -614,9 +615,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         name="0008_session_spans",
         # ``{spans}`` is ``session_spans`` on one server and ``session_spans_local`` on a
-        # shard, filled from that server's ``{totals}``. The first statements add the live
-        # rows stored before the view existed; cancel rows written before this migration
-        # repeat no figures, so the fill skips them and the rows they cancel.
+        # shard, filled from that server's ``{totals}``. The INSERT adds the live rows stored
+        # before the view existed. Cancel rows written before this migration repeat no
+        # figures, so the fill skips them and the rows they cancel.
         local=(
             f"CREATE TABLE IF NOT EXISTS {{db}}.{{spans}} ({SPAN_COLUMNS}) {SPAN_ENGINE}",
             "INSERT INTO {db}.{spans} {spans_fill}",
@@ -633,7 +634,7 @@ MIGRATIONS: tuple[Migration, ...] = (
 
 def table_names(database: str, cluster: str | None) -> dict[str, str]:
     """Return the names that the migrations' statements use: the database, the cluster, and
-    the tables that a shard of a cluster holds under a ``_local`` name."""
+    the tables that a shard of a cluster names with a ``_local`` suffix."""
     suffix = "_local" if cluster else ""
     return {"db": database, "cluster": cluster or "", "events": f"events{suffix}",
             "rejected": f"rejected_hits{suffix}", "totals": f"session_totals{suffix}",
