@@ -67,6 +67,8 @@ def test_dashboard_in_chromium(data_dir: Path, site: SiteInfo) -> None:
             dialogs: list[str] = []
             page.on("dialog", lambda dialog: (dialogs.append(dialog.message),
                                               dialog.dismiss()))
+            script_errors: list[str] = []
+            page.on("pageerror", lambda error: script_errors.append(str(error)))
 
             page.goto(f"{server.base}/dashboard")
             assert "/dashboard/login" in page.url
@@ -80,6 +82,12 @@ def test_dashboard_in_chromium(data_dir: Path, site: SiteInfo) -> None:
             page.wait_for_load_state()
             assert "/pricing" in page.inner_text("#report-pages")
             page.wait_for_selector("#chart canvas")
+            # The chart draws this period's visitors and page views and the previous
+            # period's visitors.
+            legend = page.inner_text("#chart")
+            assert "Visitors, previous period" in legend
+            assert "Page views" in legend
+            assert script_errors == []
             page.screenshot(path=str(ARTIFACTS / "dashboard-overview.png"), full_page=True)
 
             # Switch the site: the other site's only page shows up, this site's do not.

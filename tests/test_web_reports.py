@@ -5,6 +5,7 @@ in plain Python from the same rows. The site is in Europe/Berlin and the range c
 from __future__ import annotations
 
 import html
+import json
 import random
 import re
 import sqlite3
@@ -629,3 +630,41 @@ def test_filtered_reports_share_selection(server: Server, site: SiteInfo,
     assert events.json()["rows"] == [["Signup", 1, 1, 0.0]]
     assert browsers.status_code == 200
     assert browsers.json()["rows"] == [["Chrome", 1, 1, 3]]
+
+
+def test_overview_chart_has_previous_period(tmp_path: Path) -> None:
+    directory, conn = open_data_dir(tmp_path)
+    site = make_site(conn, "reports.example", "Europe/Berlin")
+    rows = generate(site)
+    insert_events(conn, rows)
+    add_user(conn, "admin@example.com")
+    conn.close()
+    # The events went in without the rollups that the processor keeps beside them.
+    cli(directory.root, "rollups", "rebuild")
+    server = Server(directory.root).start()
+    try:
+        browser = httpx.Client(base_url=server.base)
+        login = browser.get("/dashboard/login")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', login.text)
+        assert token is not None
+        browser.post("/dashboard/login", data={
+            "email": "admin@example.com", "password": PASSWORD, "csrf_token": token.group(1)})
+        page = browser.get(f"/dashboard/overview?site={site.id}&from={FROM}&to={TO}")
+    finally:
+        server.stop()
+    assert page.status_code == 200
+    found = re.search(r'<script type="application/json" id="series-data">(.*?)</script>',
+                      page.text, re.DOTALL)
+    assert found is not None
+    series = json.loads(found.group(1))
+    # The six days before the range, day by day, beside the range's own six days.
+    earlier = [(datetime(2025, 3, 22) + timedelta(days=index)).date().isoformat()
+               for index in range(6)]
+    assert series["labels"] == ["2025-03-28", "2025-03-29", "2025-03-30", "2025-03-31",
+                                "2025-04-01", "2025-04-02"]
+    assert series["previous_labels"] == earlier
+    expected = [len({row.visitor_id for row in people(rows, day, day)}) for day in earlier]
+    assert series["previous_visitors"] == expected
+    assert sum(expected) > 0
+    assert series["visitors"][0] == len({row.visitor_id
+                                         for row in people(rows, "2025-03-28", "2025-03-28")})

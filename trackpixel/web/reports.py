@@ -329,10 +329,13 @@ def run_report(db_path: Path, name: str, site: Site, request: ReportRequest,
     spec = REPORTS[name]
     if store_url != SQLITE_URL:
         return _run_on_clickhouse(store_url, spec, site, request)
-    store = ReadStore(db_path)
+    try:
+        store = ReadStore(db_path)
+    except sqlite3.Error as exc:
+        raise RuntimeError(f"report {name} failed: cannot open {db_path}: {exc}") from exc
     try:
         return spec.run(store, site, request)
-    except sqlite3.OperationalError as exc:
+    except sqlite3.Error as exc:
         raise RuntimeError(f"report {name} failed: {exc}") from exc
     finally:
         store.close()

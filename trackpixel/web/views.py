@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from trackpixel.identity import client_ip
-from trackpixel.reports.run import Table
+from trackpixel.reports.run import Table, previous_period
 from trackpixel.web import auth, csrf
 from trackpixel.web.api import resolve_site
 from trackpixel.web.context import config, database, is_https, session_for, visible_sites
@@ -146,6 +146,25 @@ def _url_with(request: Request, **changes: str | None) -> str:
     return f"{request.url.path}?{urlencode(pairs)}"
 
 
+def _series(settings: Any, site: Any, parsed: Any, table: Table) -> dict[str, Any]:
+    """Return the chart data of a time series: its labels, visitors and page views, and the
+    visitors of the previous period of equal length, bucket by bucket."""
+    series: dict[str, Any] = {"labels": [row[0] for row in table.rows],
+                              "visitors": [row[1] for row in table.rows],
+                              "page_views": [row[3] for row in table.rows]}
+    earlier = replace(parsed, query=previous_period(parsed.query))
+    try:
+        previous = run_report(settings.db_path, "timeseries", site, earlier, settings.store_url)
+    except (ValueError, RuntimeError) as exc:
+        log.warning("previous period series for site %s failed: %s", site.id, exc)
+        return series
+    # The two periods have as many days; a weekly series can have one bucket more or less.
+    visitors = [row[1] for row in previous.rows][:len(table.rows)]
+    series["previous_visitors"] = visitors + [None] * (len(table.rows) - len(visitors))
+    series["previous_labels"] = [row[0] for row in previous.rows][:len(table.rows)]
+    return series
+
+
 def cell_link(value: Any) -> str | None:
     """Return ``value`` when it is an http or https URL that may become a link, else None."""
     if isinstance(value, str) and value.lower().startswith(("http://", "https://")):
@@ -197,9 +216,7 @@ def view(request: Request) -> Response:
             error = str(exc)
             continue
         if report == "timeseries":
-            series = {"labels": [row[0] for row in table.rows],
-                      "visitors": [row[1] for row in table.rows],
-                      "page_views": [row[3] for row in table.rows]}
+            series = _series(settings, site, parsed, table)
         # The range is pinned, so the CSV contains the table shown even when "today" has moved
         # on in the site's time zone before the link is followed.
         csv_query = _url_with(request, site=site.id, format="csv",

@@ -28,12 +28,23 @@
         { value: function (_, index) { return labels[index] || ""; } },
         { label: "Visitors", stroke: "#2563eb", width: 2 },
         { label: "Page views", stroke: "#16a34a", width: 2 },
+        {
+          label: "Visitors, previous period",
+          stroke: "#94a3b8",
+          width: 2,
+          dash: [6, 4],
+          value: function (_, value, __, index) {
+            var day = (series.previous_labels || [])[index];
+            return value === null || value === undefined ? "" : value + (day ? " (" + day + ")" : "");
+          },
+        },
       ],
     };
   }
 
-  var chart = new uPlot(options(target.clientWidth), [xs, series.visitors, series.page_views],
-    target);
+  var previous = series.previous_visitors || labels.map(function () { return null; });
+  var chart = new uPlot(options(target.clientWidth),
+    [xs, series.visitors, series.page_views, previous], target);
   window.addEventListener("resize", function () {
     chart.setSize({ width: target.clientWidth, height: 240 });
   });
