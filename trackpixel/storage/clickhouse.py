@@ -414,8 +414,8 @@ class ClickHouseStore:
         return {str(visitor): int(key) for visitor, key in rows}
 
     def _link_days(self, site_id: str, wanted: dict[int, set[tuple[str, str, date]]]) -> None:
-        # The sorting key starts with the visitor, so this reads the granules of these
-        # visitors in each partition.
+        # The sorting key starts with the dimension and the visitor, so this reads the
+        # granules of these visitors in each dimension.
         rows = self.client.execute(
             "SELECT visitor_key, dimension, item, local_day, prev_day, sum(sign) AS live "
             "FROM visitor_days WHERE site_id = %(site)s AND visitor_key IN %(keys)s "
@@ -437,7 +437,7 @@ class ClickHouseStore:
                 key, dimension, item = chain
                 inserts.append((site_id, dimension, item, day, key, prev_day, sign))
         if inserts:
-            # A row and its cancel row share a partition, so they go into one part.
+            # A row and its cancel row share a month, so they go into one part.
             self.client.execute(
                 "INSERT INTO visitor_days (site_id, dimension, item, local_day, visitor_key, "
                 "prev_day, sign) VALUES", inserts, types_check=False)

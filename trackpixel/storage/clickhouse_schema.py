@@ -367,9 +367,9 @@ def day_figures_select(source: str, extra: str = "") -> str:
 # The store adds the rows when it writes a batch (``ClickHouseStore.link_visitor_days``). An
 # event on a day before a visitor's latest one changes the next row's ``prev_day``: that row
 # gets a cancel row with ``sign`` = -1 and is written again, so reports sum ``sign``. The
-# partitions hold one dimension each, so a report reads only its dimension's rows, while the
-# sorting key starts with the visitor, so the store's lookups of a batch's visitors read a few
-# granules per partition.
+# sorting key starts with the dimension, so a report reads only its dimension's rows, and
+# then the visitor, so the store's lookups of a batch's visitors read a few granules per
+# dimension. A batch's rows go into one part per month.
 VISITOR_DAY_COLUMNS = """
     site_id LowCardinality(String),
     dimension String,
@@ -381,8 +381,8 @@ VISITOR_DAY_COLUMNS = """
 """
 
 VISITOR_DAY_ENGINE = """ENGINE = CollapsingMergeTree(sign)
-PARTITION BY (dimension, toYYYYMM(local_day))
-ORDER BY (site_id, visitor_key, item, local_day, prev_day)
+PARTITION BY toYYYYMM(local_day)
+ORDER BY (site_id, dimension, visitor_key, item, local_day, prev_day)
 SETTINGS index_granularity = 1024"""
 
 # The UTM parameters of a session's first event are joined into one item with this
