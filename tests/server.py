@@ -116,7 +116,13 @@ def _pending_rows(data_dir: Path) -> int:
     finally:
         main.close()
     for path in (data_dir / "spool").glob("*.db"):
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        except sqlite3.OperationalError:
+            # A read-only connection cannot open a WAL file while the collector creates or
+            # removes its -shm file; the spool counts as not drained until the next check.
+            pending += 1
+            continue
         try:
             row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'hits'").fetchone()
         except sqlite3.OperationalError:
