@@ -119,8 +119,8 @@ def _pending_rows(data_dir: Path) -> int:
         try:
             conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
         except sqlite3.OperationalError:
-            # A read-only connection cannot open a WAL file while the collector creates or
-            # removes its -shm file; the spool counts as not drained until the next check.
+            # Opening a spool read-only fails at times while a restarted collector opens it,
+            # so the spool counts as not drained until the next check.
             pending += 1
             continue
         try:
