@@ -643,12 +643,7 @@ def test_overview_chart_has_previous_period(tmp_path: Path) -> None:
     cli(directory.root, "rollups", "rebuild")
     server = Server(directory.root).start()
     try:
-        browser = httpx.Client(base_url=server.base)
-        login = browser.get("/dashboard/login")
-        token = re.search(r'name="csrf_token" value="([^"]+)"', login.text)
-        assert token is not None
-        browser.post("/dashboard/login", data={
-            "email": "admin@example.com", "password": PASSWORD, "csrf_token": token.group(1)})
+        browser = _dashboard((server, site.id, ""))
         page = browser.get(f"/dashboard/overview?site={site.id}&from={FROM}&to={TO}")
     finally:
         server.stop()
