@@ -626,17 +626,17 @@ def _session_where(query: ReportQuery) -> tuple[str, dict[str, Any]]:
 # range's day counts when its ``prev_day``, the visitor's previous day with that item, lies
 # before the range's first day (trackpixel.storage.clickhouse_schema). Rows and their cancel
 # rows add up through ``sign``.
+def _figures_where(dimension: str) -> str:
+    """Return the condition for the ``day_figures`` or ``visitor_days`` rows of
+    ``dimension`` in the range."""
+    return (f"site_id = :site_id AND dimension = '{dimension}' AND local_day >= :from_day "
+            f"AND local_day <= :to_day")
+
+
 def _first_days(dimension: str, start: str = ":from_day") -> str:
     """Return the condition for the ``visitor_days`` rows of ``dimension`` that count their
     visitor in the range, or in the bucket of the range that begins on ``start``."""
-    return (f"site_id = :site_id AND dimension = '{dimension}' AND local_day >= :from_day "
-            f"AND local_day <= :to_day AND prev_day < {start}")
-
-
-def _figures_where(dimension: str) -> str:
-    """Return the condition for the ``day_figures`` rows of ``dimension`` in the range."""
-    return (f"site_id = :site_id AND dimension = '{dimension}' AND local_day >= :from_day "
-            f"AND local_day <= :to_day")
+    return f"{_figures_where(dimension)} AND prev_day < {start}"
 
 
 def totals_clickhouse(query: ReportQuery) -> Sql:
@@ -664,8 +664,7 @@ def series_clickhouse(query: ReportQuery, unit: str, mondays: list[str] | None) 
     if unit == "day":
         bucket = "local_day"
         # Every row of a day is a visitor of that day.
-        first_days = ("site_id = :site_id AND dimension = 'all' AND local_day >= :from_day "
-                      "AND local_day <= :to_day")
+        first_days = _figures_where("all")
     elif unit == "week":
         bucket, week_params = week_bucket(mondays or [])
         params.update(week_params)

@@ -54,7 +54,7 @@ SEND_RECEIVE_TIMEOUT_S = 120
 # Ids sent in one ``IN (...)`` lookup.
 LOOKUP_CHUNK = 5000
 # Visitor days whose ``visitor_days`` items a store remembers, about 1 KB each.
-KNOWN_DAYS_LIMIT = 100_000
+KNOWN_DAYS_LIMIT = 20_000
 
 _LOCAL_DAY_INDEX = EVENT_COLUMNS.index("local_day")
 # The columns of an inserted event: the EventRow fields, then the property arrays.
