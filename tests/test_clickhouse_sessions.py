@@ -416,6 +416,41 @@ def test_retention_deletes_aggregate_days(clickhouse: ClickHouseServer,  # noqa:
         opened.close()
 
 
+def test_retention_failed_half_way_retried(clickhouse: ClickHouseServer,  # noqa: F811
+                                          monkeypatch: pytest.MonkeyPatch,
+                                          tmp_path: Path) -> None:
+    state = SqliteStore(tmp_path / "trackpixel.db")
+    site, _ = add_site(state.conn, "example.com", timezone=SITE_ZONE)
+    store = ClickHouseStore(f"clickhouse://127.0.0.1:{clickhouse.tcp_port}/retention_retry")
+    for batch in all_batches(site.id):
+        store.write_batch(batch)
+    params = {"site_id": site.id, "day": "2026-03-03"}
+    where = "site_id = :site_id AND local_day < :day"
+    original = ClickHouseStore._mutate
+
+    def fail_visitor_days(self: ClickHouseStore, client: Any, table: str, mutation: str,
+                          values: dict[str, Any]) -> None:
+        if table == "visitor_days":
+            raise OSError("connection reset")
+        original(self, client, table, mutation, values)
+
+    monkeypatch.setattr(ClickHouseStore, "_mutate", fail_visitor_days)
+    with pytest.raises(OSError):
+        store.delete_rows("events", where, params)
+    monkeypatch.undo()
+
+    # Retention calls delete_rows again only while expired events remain
+    # (Maintenance._retain_external_site), so a failed run must leave them.
+    expired = store.query(f"SELECT COUNT(*) FROM events WHERE {where}", params)[0][0]
+    assert expired > 0
+    store.delete_rows("events", where, params)
+    assert_visitor_days_exact(store, site.id)
+    expected = sqlite_copy(tmp_path / "expected.db", site.id, "local_day < :day", params)
+    assert_aggregates_match(store, site.id, expected)
+    for opened in (expected, state, store):
+        opened.close()
+
+
 def test_previous_schema_back_filled(clickhouse: ClickHouseServer,  # noqa: F811
                                      monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     url = f"clickhouse://127.0.0.1:{clickhouse.tcp_port}/session_migrate"

@@ -669,11 +669,11 @@ class ClickHouseStore:
         sessions, pages = f"session_{events}", f"page_{events}"
         figures = events.replace("events", "day_figures")
         if by_day:
-            # Whole days go, so the day rows of the aggregates go with them.
+            # Whole days go, so the day rows of the aggregates go with them. The events go
+            # last: retention runs again only while expired events remain, so a run that
+            # fails part-way is completed by the next one.
             visitor_days = events.replace("events", "visitor_days")
-            for table in (events, sessions, pages, figures, visitor_days):
-                self._mutate(client, table, f"DELETE WHERE {condition}", params)
-            # The rows whose previous day went get 1970-01-01 instead: each is cancelled and
+            # The rows whose previous day goes get 1970-01-01 instead: each is cancelled and
             # copied with the new day, and the two rows share a part, as they share a
             # partition and a block. Running this twice changes no sum. Retention deletes the
             # days before a day, so no earlier day remains.
@@ -683,6 +683,8 @@ class ClickHouseStore:
                 f"visitor_key, moved.1, moved.2 FROM {visitor_days} "
                 f"ARRAY JOIN [(prev_day, -sign), (toDate(0), sign)] AS moved "
                 f"WHERE ({deleted_prev}) AND prev_day > toDate(0)", params)
+            for table in (visitor_days, sessions, pages, figures, events):
+                self._mutate(client, table, f"DELETE WHERE {condition}", params)
             return
         touched_sessions: dict[str, list[str]] = {}
         for site_id, session_id in client.execute(
