@@ -634,14 +634,19 @@ class ClickHouseStore:
         totals = "session_totals_local" if self.url.cluster else "session_totals"
         match = "site_id = %(site)s AND session_key IN (SELECT arrayJoin(%(keys)s))"
         # ``session_spans`` takes back what the rows to delete added, as a cancel row would.
+        # Only the live rows count: a row and its cancel row add nothing together, and a
+        # pair written before ``session_spans`` existed was never added, because its cancel
+        # row carries no figures and the migration's fill skipped the pair.
         # NOTE: when the deletion below fails after this INSERT, the sessions' sums stay
         # taken back until the deletion is retried, which finds no events to delete.
+        live = (f" AND {match} AND sign = 1 AND (session_key, version) GLOBAL NOT IN ("
+                f"SELECT session_key, version FROM session_totals WHERE {match} AND sign = -1)")
         for site_id, (keys, _, _) in touched.items():
             self.client.execute(
                 "INSERT INTO session_spans SELECT site_id, first_day, last_day, "
                 "-started, -bounces, -duration_ms FROM ("
-                + schema.span_select("session_totals", f" AND {match}") + ")",
-                {"site": site_id, "keys": keys}, settings=_long_query(len(keys)))
+                + schema.span_select("session_totals", live) + ")",
+                {"site": site_id, "keys": keys}, settings=_long_query(2 * len(keys)))
         for host, port in servers:
             client = self._connect(host, port, self.url.database)
             try:
