@@ -550,7 +550,14 @@ class ClickHouseStore:
         ``session_totals`` row of a session that had a deleted event is deleted, and the
         session gets a row computed from its remaining events.
         ClickHouse deletes through a mutation, which rewrites the affected parts in the
-        background; waiting for it means the data is gone from disk when this returns."""
+        background, and this waits until every mutation is done. Reads then no longer see
+        the rows.
+
+        NOTE: the parts from before a mutation stay on disk, inactive, until the server's
+        cleanup removes them: ``old_parts_lifetime`` (480 s by default on ClickHouse 18.16)
+        plus up to ``cleanup_delay_period`` (30 s). A deleted visitor's rows are on disk
+        for that long after this returns, unless the server's ``merge_tree`` settings
+        shorten it."""
         if table not in ("events", "rejected_hits"):
             raise ValueError(f"cannot delete from {table!r}")
         local = f"{table}_local" if self.url.cluster else table
