@@ -499,17 +499,22 @@ def test_erasure_after_spans_migration(clickhouse: ClickHouseServer,  # noqa: F8
     for batch in pieces(site.id, size=250, seed=3):
         store.write_batch(batch)
         expected.write_batch(batch)
-    # Cancel rows written before session_spans existed carried no figures.
-    store.execute("ALTER TABLE session_totals UPDATE browser_started = 0 WHERE sign = -1")
+    # Cancel rows written before session_spans existed carried no figures: every figure
+    # column had its type's default.
+    defaults = {"UInt8": "0", "UInt64": "0", "Float64": "0", "String": "''"}
+    store.execute("ALTER TABLE session_totals UPDATE " + ", ".join(
+        f"{column} = {defaults[kind]}" for column, kind, _ in schema.TOTALS_FIGURES)
+        + " WHERE sign = -1")
     clickhouse_store.wait_for_mutations(store.client, "spans_migrate", "session_totals")
-    monkeypatch.undo()
-    assert store.migrate() == ["0008_session_spans"]
-
     rows = store.execute(
         "SELECT visitor_id FROM events WHERE session_key IN (SELECT session_key "
         "FROM session_totals WHERE sign = -1) AND is_bot = 0 AND machine_open = 0 "
         "AND source = 'pixel' ORDER BY visitor_id LIMIT 1")
-    assert rows, "no cancelled session_totals row is left to check"
+    assert rows, "no cancelled session_totals row to check"
+    monkeypatch.undo()
+    assert store.migrate() == ["0008_session_spans"]
+    assert_aggregates_match(store, site.id, expected)
+
     params = {"site_id": site.id, "visitor": rows[0][0]}
     store.delete_rows("events", "site_id = :site_id AND visitor_id = :visitor", params)
     with expected.conn:

@@ -617,8 +617,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         # ``{spans}`` is ``session_spans`` on one server and ``session_spans_local`` on a
         # shard, filled from that server's ``{totals}``. The INSERT adds the live rows stored
         # before the view existed. Cancel rows written before this migration repeat no
-        # figures, so the fill skips them and the rows they cancel.
+        # figures, so the fill skips them and the rows they cancel. Reports that weight the
+        # rows of ``session_totals`` by ``sign`` need a cancel row to repeat its row's
+        # figures, so OPTIMIZE ... FINAL first merges every partition, which removes each
+        # earlier row together with its cancel row.
+        # NOTE: OPTIMIZE ... FINAL rewrites the whole table once, which takes time on a
+        # large one.
         local=(
+            "OPTIMIZE TABLE {db}.{totals} FINAL",
             f"CREATE TABLE IF NOT EXISTS {{db}}.{{spans}} ({SPAN_COLUMNS}) {SPAN_ENGINE}",
             "INSERT INTO {db}.{spans} {spans_fill}",
             "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{spans}_mv TO {db}.{spans} AS "
