@@ -524,6 +524,32 @@ def test_erasure_after_spans_migration(clickhouse: ClickHouseServer,  # noqa: F8
         opened.close()
 
 
+def test_spans_migration_run_twice(clickhouse: ClickHouseServer,  # noqa: F811
+                                   monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    url = f"clickhouse://127.0.0.1:{clickhouse.tcp_port}/spans_twice"
+    monkeypatch.setattr(schema, "MIGRATIONS", tuple(
+        m for m in schema.MIGRATIONS if m.name != "0008_session_spans"))
+    store = ClickHouseStore(url)
+    state = SqliteStore(tmp_path / "trackpixel.db")
+    site, _ = add_site(state.conn, "example.com", timezone=SITE_ZONE)
+    for batch in all_batches(site.id):
+        store.write_batch(batch)
+    monkeypatch.undo()
+
+    # The first run stops after its statements, before it records the migration.
+    def fail_record(self: ClickHouseStore, client: Any, name: str) -> None:
+        raise OSError("connection reset")
+
+    monkeypatch.setattr(ClickHouseStore, "_record", fail_record)
+    with pytest.raises(StoreUnavailable):
+        store.migrate()
+    monkeypatch.undo()
+    assert store.migrate() == ["0008_session_spans"]
+    assert_aggregates_match(store, site.id, sqlite_copy(tmp_path / "expected.db", site.id))
+    for opened in (state, store):
+        opened.close()
+
+
 def pieces(site_id: str, size: int, seed: int) -> list[ProcessedBatch]:
     """Return the events of ``all_batches`` shuffled into batches of ``size`` events, so
     that most sessions are written in several batches and out of time order."""

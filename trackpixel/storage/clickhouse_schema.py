@@ -626,6 +626,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         local=(
             "OPTIMIZE TABLE {db}.{totals} FINAL",
             f"CREATE TABLE IF NOT EXISTS {{db}}.{{spans}} ({SPAN_COLUMNS}) {SPAN_ENGINE}",
+            # Rows of an interrupted run go first, so the fill counts no session twice.
+            "TRUNCATE TABLE {db}.{spans}",
             "INSERT INTO {db}.{spans} {spans_fill}",
             "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{spans}_mv TO {db}.{spans} AS "
             "{spans_select}",
