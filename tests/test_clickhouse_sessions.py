@@ -524,11 +524,14 @@ def test_erasure_after_spans_migration(clickhouse: ClickHouseServer,  # noqa: F8
         opened.close()
 
 
-def test_spans_migration_run_twice(clickhouse: ClickHouseServer,  # noqa: F811
-                                   monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    url = f"clickhouse://127.0.0.1:{clickhouse.tcp_port}/spans_twice"
+@pytest.mark.parametrize("first", ["0007_day_figures", "0008_session_spans"])
+def test_fill_migration_run_twice(clickhouse: ClickHouseServer,  # noqa: F811
+                                  monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                  first: str) -> None:
+    url = f"clickhouse://127.0.0.1:{clickhouse.tcp_port}/twice_{first[:4]}"
+    later = [m.name for m in schema.MIGRATIONS if m.name >= first]
     monkeypatch.setattr(schema, "MIGRATIONS", tuple(
-        m for m in schema.MIGRATIONS if m.name != "0008_session_spans"))
+        m for m in schema.MIGRATIONS if m.name not in later))
     store = ClickHouseStore(url)
     state = SqliteStore(tmp_path / "trackpixel.db")
     site, _ = add_site(state.conn, "example.com", timezone=SITE_ZONE)
@@ -544,7 +547,7 @@ def test_spans_migration_run_twice(clickhouse: ClickHouseServer,  # noqa: F811
     with pytest.raises(StoreUnavailable):
         store.migrate()
     monkeypatch.undo()
-    assert store.migrate() == ["0008_session_spans"]
+    assert store.migrate() == later
     assert_aggregates_match(store, site.id, sqlite_copy(tmp_path / "expected.db", site.id))
     for opened in (state, store):
         opened.close()

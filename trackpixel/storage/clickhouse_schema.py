@@ -604,7 +604,9 @@ MIGRATIONS: tuple[Migration, ...] = (
             f"{DAY_FIGURE_ENGINE}",
             "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{figures}_mv "
             "TO {db}.{figures} AS " + "{figures_select}",
-            # Events stored before the view existed, as for ``session_events``.
+            # Events stored before the view existed, as for ``session_events``. Rows of an
+            # interrupted run go first, so the fill counts no event twice.
+            "TRUNCATE TABLE {db}.{figures}",
             "INSERT INTO {db}.{figures} {figures_select}",
         ),
         distributed=(
