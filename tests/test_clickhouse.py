@@ -308,6 +308,53 @@ def test_cursor_failure_replays_once(clickhouse: ClickHouseServer, tmp_path: Pat
     state.close()
 
 
+def test_enrich_failure_keeps_session_starts(clickhouse: ClickHouseServer,  # noqa: F811
+                                             tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from trackpixel.config import DataDir
+    from trackpixel.pipeline import processor as processor_module
+    from trackpixel.pipeline.processor import Processor
+    from trackpixel.spool import INSERT_HIT, SPOOL_SCHEMA
+
+    data_dir = DataDir(tmp_path / "data")
+    data_dir.ensure()
+    state = SqliteStore(data_dir.db_path)
+    site, _ = add_site(state.conn, "example.com")
+    spool = sqlite3.connect(data_dir.spool_dir / "host-1-abcdef.db")
+    spool.execute(SPOOL_SCHEMA)
+    now = int(time.time() * 1000)
+    spool.executemany(INSERT_HIT, [
+        (now + n, "pixel", f"s={site.id}&u=https%3A%2F%2Fexample.com%2Fp{n}".encode(), UA,
+         "10.0.0.0", f"device{n % 7}", None) for n in range(30)])
+    spool.commit()
+    spool.close()
+
+    events = ClickHouseStore(database_url(clickhouse, "enrich_failure"))
+    processor = Processor(data_dir, state, events)
+    original = processor_module.enrich
+    calls = {"n": 0}
+
+    def fail_tenth(hit, ctx):  # type: ignore[no-untyped-def]
+        # A lookup in the SQLite state fails part-way through the first attempt, after
+        # the first hit of every device started a session.
+        calls["n"] += 1
+        if calls["n"] == 10:
+            raise sqlite3.OperationalError("database is locked")
+        return original(hit, ctx)
+
+    monkeypatch.setattr(processor_module, "enrich", fail_tenth)
+    assert processor.drain_once() == 0
+    while processor.drain_once():
+        pass
+    processor.close()
+    stored = events.execute(
+        "SELECT count(), uniqExact(session_id), sum(session_start) FROM events "
+        "WHERE site_id = %(site)s", {"site": site.id})
+    assert stored == [(30, 7, 7)]
+    events.close()
+    state.close()
+
+
 def api_token(data_dir: Path) -> str:
     """Return an API token of a new admin user of ``data_dir``."""
     conn = connect(data_dir / "trackpixel.db")

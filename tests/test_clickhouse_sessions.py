@@ -416,6 +416,41 @@ def test_retention_deletes_aggregate_days(clickhouse: ClickHouseServer,  # noqa:
         opened.close()
 
 
+def test_retention_failed_half_way_retried(clickhouse: ClickHouseServer,  # noqa: F811
+                                          monkeypatch: pytest.MonkeyPatch,
+                                          tmp_path: Path) -> None:
+    state = SqliteStore(tmp_path / "trackpixel.db")
+    site, _ = add_site(state.conn, "example.com", timezone=SITE_ZONE)
+    store = ClickHouseStore(f"clickhouse://127.0.0.1:{clickhouse.tcp_port}/retention_retry")
+    for batch in all_batches(site.id):
+        store.write_batch(batch)
+    params = {"site_id": site.id, "day": "2026-03-03"}
+    where = "site_id = :site_id AND local_day < :day"
+    original = ClickHouseStore._mutate
+
+    def fail_visitor_days(self: ClickHouseStore, client: Any, table: str, mutation: str,
+                          values: dict[str, Any]) -> None:
+        if table == "visitor_days":
+            raise OSError("connection reset")
+        original(self, client, table, mutation, values)
+
+    monkeypatch.setattr(ClickHouseStore, "_mutate", fail_visitor_days)
+    with pytest.raises(OSError):
+        store.delete_rows("events", where, params)
+    monkeypatch.undo()
+
+    # Retention calls delete_rows again only while expired events remain
+    # (Maintenance._retain_external_site), so a failed run must leave them.
+    expired = store.query(f"SELECT COUNT(*) FROM events WHERE {where}", params)[0][0]
+    assert expired > 0
+    store.delete_rows("events", where, params)
+    assert_visitor_days_exact(store, site.id)
+    expected = sqlite_copy(tmp_path / "expected.db", site.id, "local_day < :day", params)
+    assert_aggregates_match(store, site.id, expected)
+    for opened in (expected, state, store):
+        opened.close()
+
+
 def test_previous_schema_back_filled(clickhouse: ClickHouseServer,  # noqa: F811
                                      monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     url = f"clickhouse://127.0.0.1:{clickhouse.tcp_port}/session_migrate"
@@ -445,6 +480,76 @@ def test_previous_schema_back_filled(clickhouse: ClickHouseServer,  # noqa: F811
     expected = sqlite_copy(tmp_path / "expected.db", site.id)
     assert_aggregates_match(store, site.id, expected)
     for opened in (expected, state, store):
+        opened.close()
+
+
+def test_erasure_after_spans_migration(clickhouse: ClickHouseServer,  # noqa: F811
+                                       monkeypatch: pytest.MonkeyPatch,
+                                       tmp_path: Path) -> None:
+    url = f"clickhouse://127.0.0.1:{clickhouse.tcp_port}/spans_migrate"
+    monkeypatch.setattr(schema, "MIGRATIONS", tuple(
+        m for m in schema.MIGRATIONS if m.name != "0008_session_spans"))
+    store = ClickHouseStore(url)
+    state = SqliteStore(tmp_path / "trackpixel.db")
+    site, _ = add_site(state.conn, "example.com", timezone=SITE_ZONE)
+    # Shuffled batches refresh most sessions several times, which writes cancel rows.
+    # Which of two events with one client event id is stored depends on the order, so
+    # the SQLite store gets the same batches.
+    expected = SqliteStore(tmp_path / "expected.db")
+    for batch in pieces(site.id, size=250, seed=3):
+        store.write_batch(batch)
+        expected.write_batch(batch)
+    # Cancel rows written before session_spans existed carried no figures: every figure
+    # column had its type's default.
+    defaults = {"UInt8": "0", "UInt64": "0", "Float64": "0", "String": "''"}
+    store.execute("ALTER TABLE session_totals UPDATE " + ", ".join(
+        f"{column} = {defaults[kind]}" for column, kind, _ in schema.TOTALS_FIGURES)
+        + " WHERE sign = -1")
+    clickhouse_store.wait_for_mutations(store.client, "spans_migrate", "session_totals")
+    rows = store.execute(
+        "SELECT visitor_id FROM events WHERE session_key IN (SELECT session_key "
+        "FROM session_totals WHERE sign = -1) AND is_bot = 0 AND machine_open = 0 "
+        "AND source = 'pixel' ORDER BY visitor_id LIMIT 1")
+    assert rows, "no cancelled session_totals row to check"
+    monkeypatch.undo()
+    assert store.migrate() == ["0008_session_spans"]
+    assert_aggregates_match(store, site.id, expected)
+
+    params = {"site_id": site.id, "visitor": rows[0][0]}
+    store.delete_rows("events", "site_id = :site_id AND visitor_id = :visitor", params)
+    with expected.conn:
+        expected.conn.execute("DELETE FROM events WHERE visitor_id = :visitor", params)
+    assert_aggregates_match(store, site.id, expected)
+    for opened in (expected, state, store):
+        opened.close()
+
+
+@pytest.mark.parametrize("first", ["0007_day_figures", "0008_session_spans"])
+def test_fill_migration_run_twice(clickhouse: ClickHouseServer,  # noqa: F811
+                                  monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                  first: str) -> None:
+    url = f"clickhouse://127.0.0.1:{clickhouse.tcp_port}/twice_{first[:4]}"
+    later = [m.name for m in schema.MIGRATIONS if m.name >= first]
+    monkeypatch.setattr(schema, "MIGRATIONS", tuple(
+        m for m in schema.MIGRATIONS if m.name not in later))
+    store = ClickHouseStore(url)
+    state = SqliteStore(tmp_path / "trackpixel.db")
+    site, _ = add_site(state.conn, "example.com", timezone=SITE_ZONE)
+    for batch in all_batches(site.id):
+        store.write_batch(batch)
+    monkeypatch.undo()
+
+    # The first run stops after its statements, before it records the migration.
+    def fail_record(self: ClickHouseStore, client: Any, name: str) -> None:
+        raise OSError("connection reset")
+
+    monkeypatch.setattr(ClickHouseStore, "_record", fail_record)
+    with pytest.raises(StoreUnavailable):
+        store.migrate()
+    monkeypatch.undo()
+    assert store.migrate() == later
+    assert_aggregates_match(store, site.id, sqlite_copy(tmp_path / "expected.db", site.id))
+    for opened in (state, store):
         opened.close()
 
 

@@ -165,6 +165,8 @@ class Maintenance:
         params = {"site_id": site.id, "day": first_kept_day}
         rows = store.query(_EXTERNAL_ROLLUP_SQL, params)
         if rows:
+            # NOTE: when delete_rows fails, the expired events stay and the next run adds
+            # their rollups to ``daily_rollups`` a second time.
             with self.conn:
                 self.conn.executemany(_UPSERT_ROLLUP_SQL, rows)
             events += sum(int(row[6]) for row in rows)

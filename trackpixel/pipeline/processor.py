@@ -112,6 +112,9 @@ class Processor:
             except sqlite3.Error as exc:
                 log.error("spool %s: processing failed, will retry: %s", name, exc)
                 self._drop_reader(name)
+                # The failed batch may have advanced the in-memory sessions, and the retry
+                # must assign the same sessions and session starts as a first attempt.
+                self.context.sessions = self._new_session_tracker()
             except StoreUnavailable as exc:
                 self._schedule_retry(name, exc)
                 return 0

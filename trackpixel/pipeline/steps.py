@@ -31,6 +31,10 @@ _BROWSER_SOURCES = (Source.PIXEL, Source.BEACON)
 class SessionTracker:
     """Open sessions by (site, visitor); a gap longer than the timeout starts a new session."""
 
+    # The maximum number of open sessions kept in memory. Past it they are cleared, and the
+    # next hits read their sessions from ``changed`` or from the store again.
+    open_limit = 200_000
+
     def __init__(self, load: Callable[[str, list[str]], dict[str, SessionState]],
                  timeout_ms: int) -> None:
         self._load = load
@@ -43,6 +47,9 @@ class SessionTracker:
         key = (site_id, visitor_id)
         state = self._open.get(key)
         if state is None:
+            # A session changed since ``take_changes`` is not in the store yet.
+            state = self.changed.get(key)
+        if state is None:
             state = self._load(site_id, [visitor_id]).get(visitor_id)
         if state is not None and ts - state.last_ts <= self.timeout_ms:
             if ts > state.last_ts:
@@ -53,7 +60,7 @@ class SessionTracker:
         state = SessionState(site_id, visitor_id, session_id, ts)
         self._open[key] = state
         self.changed[key] = state
-        if len(self._open) > 200_000:
+        if len(self._open) > self.open_limit:
             self._open.clear()
         return session_id, True
 

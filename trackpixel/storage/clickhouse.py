@@ -550,7 +550,14 @@ class ClickHouseStore:
         ``session_totals`` row of a session that had a deleted event is deleted, and the
         session gets a row computed from its remaining events.
         ClickHouse deletes through a mutation, which rewrites the affected parts in the
-        background; waiting for it means the data is gone from disk when this returns."""
+        background, and this waits until every mutation is done. Reads then no longer see
+        the rows.
+
+        NOTE: the parts from before a mutation stay on disk, inactive, until the server's
+        cleanup removes them: ``old_parts_lifetime`` (480 s by default on ClickHouse 18.16)
+        plus up to ``cleanup_delay_period`` (30 s). A deleted visitor's rows are on disk
+        for that long after this returns, unless the server's ``merge_tree`` settings
+        shorten it."""
         if table not in ("events", "rejected_hits"):
             raise ValueError(f"cannot delete from {table!r}")
         local = f"{table}_local" if self.url.cluster else table
@@ -634,14 +641,19 @@ class ClickHouseStore:
         totals = "session_totals_local" if self.url.cluster else "session_totals"
         match = "site_id = %(site)s AND session_key IN (SELECT arrayJoin(%(keys)s))"
         # ``session_spans`` takes back what the rows to delete added, as a cancel row would.
+        # Only the live rows count: a row and its cancel row add nothing together, and a
+        # pair written before ``session_spans`` existed was never added, because its cancel
+        # row carries no figures and the migration's fill skipped the pair.
         # NOTE: when the deletion below fails after this INSERT, the sessions' sums stay
         # taken back until the deletion is retried, which finds no events to delete.
+        live = (f" AND {match} AND sign = 1 AND (session_key, version) GLOBAL NOT IN ("
+                f"SELECT session_key, version FROM session_totals WHERE {match} AND sign = -1)")
         for site_id, (keys, _, _) in touched.items():
             self.client.execute(
                 "INSERT INTO session_spans SELECT site_id, first_day, last_day, "
                 "-started, -bounces, -duration_ms FROM ("
-                + schema.span_select("session_totals", f" AND {match}") + ")",
-                {"site": site_id, "keys": keys}, settings=_long_query(len(keys)))
+                + schema.span_select("session_totals", live) + ")",
+                {"site": site_id, "keys": keys}, settings=_long_query(2 * len(keys)))
         for host, port in servers:
             client = self._connect(host, port, self.url.database)
             try:
@@ -669,11 +681,11 @@ class ClickHouseStore:
         sessions, pages = f"session_{events}", f"page_{events}"
         figures = events.replace("events", "day_figures")
         if by_day:
-            # Whole days go, so the day rows of the aggregates go with them.
+            # Whole days go, so the day rows of the aggregates go with them. The events go
+            # last: retention runs again only while expired events remain, so a run that
+            # fails part-way is completed by the next one.
             visitor_days = events.replace("events", "visitor_days")
-            for table in (events, sessions, pages, figures, visitor_days):
-                self._mutate(client, table, f"DELETE WHERE {condition}", params)
-            # The rows whose previous day went get 1970-01-01 instead: each is cancelled and
+            # The rows whose previous day goes get 1970-01-01 instead: each is cancelled and
             # copied with the new day, and the two rows share a part, as they share a
             # partition and a block. Running this twice changes no sum. Retention deletes the
             # days before a day, so no earlier day remains.
@@ -683,6 +695,8 @@ class ClickHouseStore:
                 f"visitor_key, moved.1, moved.2 FROM {visitor_days} "
                 f"ARRAY JOIN [(prev_day, -sign), (toDate(0), sign)] AS moved "
                 f"WHERE ({deleted_prev}) AND prev_day > toDate(0)", params)
+            for table in (visitor_days, sessions, pages, figures, events):
+                self._mutate(client, table, f"DELETE WHERE {condition}", params)
             return
         touched_sessions: dict[str, list[str]] = {}
         for site_id, session_id in client.execute(

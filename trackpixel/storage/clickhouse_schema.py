@@ -604,7 +604,9 @@ MIGRATIONS: tuple[Migration, ...] = (
             f"{DAY_FIGURE_ENGINE}",
             "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{figures}_mv "
             "TO {db}.{figures} AS " + "{figures_select}",
-            # Events stored before the view existed, as for ``session_events``.
+            # Events stored before the view existed, as for ``session_events``. Rows of an
+            # interrupted run go first, so the fill counts no event twice.
+            "TRUNCATE TABLE {db}.{figures}",
             "INSERT INTO {db}.{figures} {figures_select}",
         ),
         distributed=(
@@ -617,9 +619,17 @@ MIGRATIONS: tuple[Migration, ...] = (
         # ``{spans}`` is ``session_spans`` on one server and ``session_spans_local`` on a
         # shard, filled from that server's ``{totals}``. The INSERT adds the live rows stored
         # before the view existed. Cancel rows written before this migration repeat no
-        # figures, so the fill skips them and the rows they cancel.
+        # figures, so the fill skips them and the rows they cancel. Reports that weight the
+        # rows of ``session_totals`` by ``sign`` need a cancel row to repeat its row's
+        # figures, so OPTIMIZE ... FINAL first merges every partition, which removes each
+        # earlier row together with its cancel row.
+        # NOTE: OPTIMIZE ... FINAL rewrites the whole table once, which takes time on a
+        # large one.
         local=(
+            "OPTIMIZE TABLE {db}.{totals} FINAL",
             f"CREATE TABLE IF NOT EXISTS {{db}}.{{spans}} ({SPAN_COLUMNS}) {SPAN_ENGINE}",
+            # Rows of an interrupted run go first, so the fill counts no session twice.
+            "TRUNCATE TABLE {db}.{spans}",
             "INSERT INTO {db}.{spans} {spans_fill}",
             "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{spans}_mv TO {db}.{spans} AS "
             "{spans_select}",
