@@ -569,9 +569,11 @@ def count_rows(store: ClickHouseStore, where: str) -> int:
 
 def assert_visitor_days_exact(store: ClickHouseStore, site_id: str,
                               every_dimension: bool = True) -> None:
-    """Assert that ``visitor_days`` holds, net of cancel rows, exactly one row per visitor,
-    dimension, item and day of the site's stored people's events, with the previous such
-    day (or 1970-01-01) as ``prev_day``, which is what a fill from the events computes."""
+    """Assert that ``visitor_days`` has, net of cancel rows, the rows that a fill from the
+    site's stored events computes.
+
+    That is one row per visitor, dimension, item and day of the people's events, whose
+    ``prev_day`` is the previous such day, or 1970-01-01."""
     live = store.execute(
         "SELECT dimension, item, local_day, visitor_key, prev_day, sum(sign) AS live "
         "FROM visitor_days WHERE site_id = %(site)s "
@@ -598,8 +600,8 @@ def test_chain_changes_relink_and_repair() -> None:
     # Nothing to do when the stored rows are already right.
     assert sorted(clickhouse_store.chain_changes([day[1], day[2]], [
         (day[1], no_day, 1), (day[2], day[1], 1)])) == []
-    # Two live copies of a row lose one; a row cancelled twice gets a row back; a row of a
-    # day that is no longer wanted is cancelled.
+    # Two live copies of a row lose one, and a row cancelled twice gets a row back. A row of
+    # a day that is no longer needed is cancelled.
     assert sorted(clickhouse_store.chain_changes([day[1], day[2]], [
         (day[1], no_day, 2), (day[2], day[1], -1), (day[6], day[2], 1)])) == sorted([
         (day[1], no_day, -1), (day[2], day[1], 1), (day[2], day[1], 1), (day[6], day[2], -1)])
@@ -695,12 +697,12 @@ def test_failed_visitor_rows_healed_by_replay(clickhouse: ClickHouseServer,  # n
     original = ClickHouseStore._link_days
     calls = {"n": 0}
 
-    def fail_second(self: ClickHouseStore, site_id: str, wanted: Any) -> None:
+    def fail_second(self: ClickHouseStore, site_id: str, needed: Any) -> None:
         # The first write of rows goes through, the second fails, as when the connection
         # drops in the middle of a batch with two sites or chunks.
         calls["n"] += 1
         if calls["n"] == 1:
-            original(self, site_id, dict(list(wanted.items())[: len(wanted) // 2]))
+            original(self, site_id, dict(list(needed.items())[: len(needed) // 2]))
         raise OSError("connection reset")
 
     monkeypatch.setattr(ClickHouseStore, "_link_days", fail_second)

@@ -806,10 +806,10 @@ _PAGE_VISITOR: SessionFigure = (
 _SESSION_VISITOR: SessionFigure = ("session_visitor", "min_visitor_key",
                                    "cityHash64(min(visitor_id))")
 
-# A session whose events all lie in the range; one with events in the range and before
-# it; and one with events in the range and after it, but none before. The last two are
-# separate conditions because each selects few rows through the sorting key or the
-# partitions, where their disjunction reads every row of the range.
+# The sessions whose events all lie in the range, those with events in the range and
+# before it, and those with events in the range and after it but none before. The last two
+# are separate conditions, because each selects few rows through the sorting key or the
+# partitions, while their disjunction reads every row of the range.
 _INSIDE = "site_id = :site_id AND first_day >= :from_day AND last_day <= :to_day"
 _CROSSING_START = "site_id = :site_id AND first_day < :from_day AND last_day >= :from_day"
 _CROSSING_END = ("site_id = :site_id AND first_day >= :from_day AND first_day <= :to_day "

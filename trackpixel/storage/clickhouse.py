@@ -355,17 +355,17 @@ class ClickHouseStore:
         Each visitor's rows are read and compared with the rows that their days need, so a
         replayed batch adds nothing twice and completes rows that a failed write left out.
         Each visitor must have one writer at a time, as for sessions."""
-        wanted: dict[str, dict[str, set[tuple[str, str, date]]]] = {}
+        needed: dict[str, dict[str, set[tuple[str, str, date]]]] = {}
         for event in events:
             if event.is_bot or event.machine_open:
                 continue
             day = date.fromisoformat(event.local_day)
-            items = wanted.setdefault(event.site_id, {}).setdefault(event.visitor_id, set())
+            items = needed.setdefault(event.site_id, {}).setdefault(event.visitor_id, set())
             items.update((dimension, item, day)
                          for dimension, item in schema.visitor_items(event))
-        if wanted:
+        if needed:
             self._forget_known_days_after_deletions()
-        for site_id, visitors in wanted.items():
+        for site_id, visitors in needed.items():
             # Most events repeat a visitor's items of the day, whose rows exist already.
             ids = sorted(visitor_id for visitor_id, items in visitors.items()
                          if not self._known(site_id, visitor_id, items))
@@ -413,20 +413,20 @@ class ClickHouseStore:
             settings=_long_query(len(visitor_ids)))
         return {str(visitor): int(key) for visitor, key in rows}
 
-    def _link_days(self, site_id: str, wanted: dict[int, set[tuple[str, str, date]]]) -> None:
+    def _link_days(self, site_id: str, needed: dict[int, set[tuple[str, str, date]]]) -> None:
         # The sorting key starts with the dimension and the visitor, so this reads the
         # granules of these visitors in each dimension.
         rows = self.client.execute(
             "SELECT visitor_key, dimension, item, local_day, prev_day, sum(sign) AS live "
             "FROM visitor_days WHERE site_id = %(site)s AND visitor_key IN %(keys)s "
             "GROUP BY visitor_key, dimension, item, local_day, prev_day HAVING live != 0",
-            {"site": site_id, "keys": tuple(wanted)}, settings=_long_query(len(wanted)))
+            {"site": site_id, "keys": tuple(needed)}, settings=_long_query(len(needed)))
         stored: dict[tuple[int, str, str], list[tuple[date, date, int]]] = {}
         for key, dimension, item, day, prev_day, live in rows:
             stored.setdefault((int(key), str(dimension), str(item)), []).append(
                 (day, prev_day, int(live)))
         chains: dict[tuple[int, str, str], set[date]] = {}
-        for key, items in wanted.items():
+        for key, items in needed.items():
             for dimension, item, day in items:
                 chains.setdefault((key, dimension, item), set()).add(day)
         inserts: list[tuple[Any, ...]] = []
@@ -864,15 +864,15 @@ def chain_changes(days: list[date], stored: list[tuple[date, date, int]],
     ``stored`` lists the stored rows as (day, prev_day, live count). After the insert, each
     of the sorted ``days`` has one live row, whose ``prev_day`` is the day before it in the
     list, and no other row is live."""
-    wanted = dict(zip(days, [NO_DAY, *days[:-1]], strict=True))
+    needed = dict(zip(days, [NO_DAY, *days[:-1]], strict=True))
     changes: list[tuple[date, date, int]] = []
     for day, prev_day, live in stored:
-        keep = 1 if wanted.get(day) == prev_day else 0
+        keep = 1 if needed.get(day) == prev_day else 0
         if keep:
-            del wanted[day]
+            del needed[day]
         sign = 1 if keep > live else -1
         changes.extend([(day, prev_day, sign)] * abs(keep - live))
-    changes.extend((day, prev_day, 1) for day, prev_day in wanted.items())
+    changes.extend((day, prev_day, 1) for day, prev_day in needed.items())
     return changes
 
 

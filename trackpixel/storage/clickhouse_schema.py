@@ -310,8 +310,8 @@ def totals_select(source: str, version: int, extra: str = "") -> str:
 # views that started a session), conversions and their value. Every figure adds up across
 # rows, so a SummingMergeTree keeps one row per key after merges, and reports sum the rows
 # without caring whether a merge ran. The dimensions are those of ``visitor_days`` that
-# apply to every event, and ``page`` for page views; a materialized view fills it from every
-# insert into ``events``. Reports read a few rows per day here instead of one row per
+# apply to every event, and ``page`` for page views. A materialized view fills the table
+# from every insert into ``events``. Reports read a few rows per day here instead of one row per
 # session and day in ``session_events``.
 DAY_FIGURE_COLUMNS = """
     site_id LowCardinality(String),
@@ -355,13 +355,13 @@ def day_figures_select(source: str, extra: str = "") -> str:
 
 
 # One ``visitor_days`` row records that a visitor had people's events (no bots, no machine
-# email opens) on a local day, counted under one ``item`` of a ``dimension``: the device type,
-# browser, OS or country of any event, the path of a page view, or a value of the event that
-# started a session (its entry path, channel, referrer host or UTM parameters). ``prev_day``
-# is the latest earlier day of the same site, dimension, item and visitor, or 1970-01-01 when
-# there is none. The visitors of an item over a range are then the rows of the range's days
-# whose ``prev_day`` lies before the range: a count of rows instead of a distinct count over
-# visitor keys, which is what takes the time in reports on millions of events. When
+# email opens) on a local day, counted under one ``item`` of a ``dimension``. The items are
+# the device type, browser, OS or country of any event, the path of a page view, and the
+# entry path, channel, referrer host or UTM parameters of the event that started a session.
+# ``prev_day`` is the latest earlier day of the same site, dimension, item and visitor, or
+# 1970-01-01 when there is none. The visitors of an item over a range are then the rows of
+# the range's days whose ``prev_day`` lies before the range: a count of rows instead of a
+# distinct count over visitor keys, which takes the time in reports on millions of events. When
 # retention deletes a site's days before a day, the rows whose ``prev_day`` was deleted get
 # 1970-01-01 instead (``ClickHouseStore.delete_rows``).
 # The store adds the rows when it writes a batch (``ClickHouseStore.link_visitor_days``). An
