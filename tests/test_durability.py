@@ -13,8 +13,10 @@ import httpx
 from server import Server, SiteInfo, query, wait_drained
 from test_rollups import RawStore
 
+from trackpixel.config import DataDir
 from trackpixel.reports import run
 from trackpixel.reports.queries import ReportQuery
+from trackpixel.serve import start_processor
 from trackpixel.sites import get_site
 from trackpixel.storage import rollups
 from trackpixel.storage.sqlite import connect
@@ -126,4 +128,22 @@ def test_graceful_stop_drains_spools(data_dir: Path, site: SiteInfo) -> None:
     server.stop()
 
     assert query(data_dir, "SELECT COUNT(DISTINCT client_event_id) FROM events") == [(200,)]
+    assert list((data_dir / "spool").glob("*.db")) == []
+
+
+def test_final_drain_stores_spooled_hits(data_dir: Path, site: SiteInfo) -> None:
+    # Hits accepted while no processor ran, as when the processor was ended while starting.
+    server = Server(data_dir, extra=("--no-processor",)).start()
+    with httpx.Client() as client:
+        for number in range(50):
+            client.get(f"{server.base}/p.gif?s={site.id}&u={PAGE}&id=d-{number}",
+                       headers={"User-Agent": UA})
+    server.stop()
+    assert query(data_dir, "SELECT COUNT(*) FROM events") == [(0,)]
+
+    drain = start_processor(DataDir(data_dir), drain_only=True)
+    drain.join(timeout=120)
+
+    assert drain.exitcode == 0
+    assert query(data_dir, "SELECT COUNT(DISTINCT client_event_id) FROM events") == [(50,)]
     assert list((data_dir / "spool").glob("*.db")) == []

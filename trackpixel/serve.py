@@ -40,9 +40,13 @@ RESTART_MAX_S = 60.0
 RESTART_STABLE_S = 300.0
 
 
-def _processor_main(root: str, parent_pid: int, store_url: str) -> None:
+def _processor_main(root: str, parent_pid: int, store_url: str,
+                    drain_only: bool = False) -> None:
     logs.configure()
     stop = threading.Event()
+    if drain_only:
+        # Store what the spools contain, then exit.
+        stop.set()
 
     def request_stop(signum: int, frame: object) -> None:
         stop.set()
@@ -61,13 +65,21 @@ def _processor_main(root: str, parent_pid: int, store_url: str) -> None:
         raise SystemExit(1) from None
 
 
-def start_processor(data_dir: DataDir,
-                    store_url: str = "sqlite") -> multiprocessing.process.BaseProcess:
+def start_processor(data_dir: DataDir, store_url: str = "sqlite", *,
+                    drain_only: bool = False) -> multiprocessing.process.BaseProcess:
     context = multiprocessing.get_context("spawn")
     process = context.Process(target=_processor_main,
-                              args=(str(data_dir.root), os.getpid(), store_url),
+                              args=(str(data_dir.root), os.getpid(), store_url, drain_only),
                               name="trackpixel-processor")
-    process.start()
+    # An ignored signal stays ignored in the new process, so a Ctrl-C that reaches the process
+    # group while the processor is still importing does not end it before its drain.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
+    try:
+        process.start()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     return process
 
 
@@ -101,6 +113,12 @@ class ProcessorSupervisor:
             process.terminate()
             process.join(timeout=60)
             log.info("processor exited with code %s", process.exitcode)
+            if process.exitcode != 0:
+                # A SIGTERM that arrives while the processor is still starting ends it before
+                # it installs its handler, so a new one stores what the spools contain.
+                drain = start_processor(self.data_dir, self.store_url, drain_only=True)
+                drain.join(timeout=300)
+                log.info("final drain exited with code %s", drain.exitcode)
         self._thread.join(timeout=5)
         self._write("stopped", None)
 

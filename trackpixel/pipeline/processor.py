@@ -254,18 +254,22 @@ def run_processor(data_dir: DataDir, stop: threading.Event | None = None,
 
 def _open_with_retry(store_url: str, state: SqliteStore,
                      stop: threading.Event) -> EventStore | None:
-    """Open the event store, retrying with backoff while it is unavailable; None if stopped."""
+    """Open the event store, retrying with backoff while it is unavailable; None if stopped.
+
+    The first attempt is made even when ``stop`` is already set, as for a final drain."""
     from trackpixel.storage.backends import open_event_store
 
     delay = RETRY_FIRST_S
     attempt = 0
-    while not stop.is_set():
+    while True:
         try:
             return open_event_store(store_url, state)
         except StoreUnavailable as exc:
+            if stop.is_set():
+                log.warning("event store unavailable while stopping: %s", exc)
+                return None
             attempt += 1
             log.warning("event store unavailable at start (retry %d in %.1f s): %s",
                         attempt, delay, exc)
             stop.wait(delay)
             delay = min(RETRY_MAX_S, delay * 2)
-    return None
