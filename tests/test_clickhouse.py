@@ -8,6 +8,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -263,12 +264,10 @@ def test_kill9_collector_stores_once(clickhouse: ClickHouseServer, data_dir: Pat
     assert not twice, f"stored more than once: {list(twice)[:5]}"
 
 
-def test_cursor_failure_replays_once(clickhouse: ClickHouseServer, tmp_path: Path,  # noqa: F811
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    import sqlite3
-
+def spooled_pixel_hits(tmp_path: Path, count: int) -> tuple[Any, SqliteStore, Any]:
+    """Return a data directory whose spool contains ``count`` pixel hits of a new site, its
+    state store and the site."""
     from trackpixel.config import DataDir
-    from trackpixel.pipeline.processor import Processor
     from trackpixel.spool import INSERT_HIT, SPOOL_SCHEMA
 
     data_dir = DataDir(tmp_path / "data")
@@ -280,9 +279,17 @@ def test_cursor_failure_replays_once(clickhouse: ClickHouseServer, tmp_path: Pat
     now = int(time.time() * 1000)
     spool.executemany(INSERT_HIT, [
         (now + n, "pixel", f"s={site.id}&u=https%3A%2F%2Fexample.com%2Fp{n}".encode(), UA,
-         "10.0.0.0", f"device{n % 7}", None) for n in range(30)])
+         "10.0.0.0", f"device{n % 7}", None) for n in range(count)])
     spool.commit()
     spool.close()
+    return data_dir, state, site
+
+
+def test_cursor_failure_replays_once(clickhouse: ClickHouseServer, tmp_path: Path,  # noqa: F811
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from trackpixel.pipeline.processor import Processor
+
+    data_dir, state, site = spooled_pixel_hits(tmp_path, 30)
 
     url = database_url(clickhouse, "cursor_check")
     events = ClickHouseStore(url)
@@ -311,23 +318,10 @@ def test_cursor_failure_replays_once(clickhouse: ClickHouseServer, tmp_path: Pat
 def test_enrich_failure_keeps_session_starts(clickhouse: ClickHouseServer,  # noqa: F811
                                              tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    from trackpixel.config import DataDir
     from trackpixel.pipeline import processor as processor_module
     from trackpixel.pipeline.processor import Processor
-    from trackpixel.spool import INSERT_HIT, SPOOL_SCHEMA
 
-    data_dir = DataDir(tmp_path / "data")
-    data_dir.ensure()
-    state = SqliteStore(data_dir.db_path)
-    site, _ = add_site(state.conn, "example.com")
-    spool = sqlite3.connect(data_dir.spool_dir / "host-1-abcdef.db")
-    spool.execute(SPOOL_SCHEMA)
-    now = int(time.time() * 1000)
-    spool.executemany(INSERT_HIT, [
-        (now + n, "pixel", f"s={site.id}&u=https%3A%2F%2Fexample.com%2Fp{n}".encode(), UA,
-         "10.0.0.0", f"device{n % 7}", None) for n in range(30)])
-    spool.commit()
-    spool.close()
+    data_dir, state, site = spooled_pixel_hits(tmp_path, 30)
 
     events = ClickHouseStore(database_url(clickhouse, "enrich_failure"))
     processor = Processor(data_dir, state, events)

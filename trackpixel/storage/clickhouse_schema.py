@@ -360,8 +360,8 @@ def day_figures_select(source: str, extra: str = "") -> str:
 # entry path, channel, referrer host or UTM parameters of the event that started a session.
 # ``prev_day`` is the latest earlier day of the same site, dimension, item and visitor, or
 # 1970-01-01 when there is none. The visitors of an item over a range are then the rows of
-# the range's days whose ``prev_day`` lies before the range: a count of rows instead of a
-# distinct count over visitor keys, which takes the time in reports on millions of events. When
+# the range's days whose ``prev_day`` lies before the range. Reports count rows instead of
+# distinct visitor keys, which take the time on millions of events. When
 # retention deletes a site's days before a day, the rows whose ``prev_day`` was deleted get
 # 1970-01-01 instead (``ClickHouseStore.delete_rows``).
 # The store adds the rows when it writes a batch (``ClickHouseStore.link_visitor_days``). An
